@@ -1,0 +1,68 @@
+# pixelgate: `make run` and `make test` are the two commands; `make help` lists the rest.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+DEV_CONFIG := deploy/pixelgate.dev.toml
+DEV_KEYS := target/dev/keys
+# Debian package names of the servers the tests start themselves.
+TEST_PACKAGES := redis-server
+
+# Runs apt-get as root, through sudo when we are not root.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install what the tests need from Debian's packages when missing (redis-server)
+	@missing=(); \
+	command -v redis-server >/dev/null || missing+=(redis-server); \
+	if (( $${#missing[@]} )); then \
+	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
+	  echo "installing $${missing[*]}"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $${missing[@]} >/dev/null; \
+	fi
+
+.PHONY: test
+test: deps ## Everything CI runs: format check, clippy with warnings denied, all tests
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  echo "$(CARGO) nextest run --workspace --locked"; $(CARGO) nextest run --workspace --locked; \
+	else \
+	  echo "$(CARGO) test --workspace --locked"; $(CARGO) test --workspace --locked; \
+	fi
+
+.PHONY: build
+build: ## Build the release binary (target/release/pixelgate)
+	$(CARGO) build --release --locked -p pixelgate
+
+.PHONY: dev-key
+dev-key: build ## Make the development signing key under target/dev/keys when there is none
+	@mkdir -p $(DEV_KEYS)
+	@if [ ! -f $(DEV_KEYS)/1.key ]; then \
+	  (umask 077; target/release/pixelgate keygen > $(DEV_KEYS)/1.key); \
+	  echo "made development signing key $(DEV_KEYS)/1.key"; \
+	fi
+
+.PHONY: run
+run: dev-key ## Build, then start the edge with the development config and print URLs to try
+	@target/release/pixelgate -t -c $(DEV_CONFIG)
+	@echo "A signed pixel and click (deploy/pixelgate.dev.toml, key $(DEV_KEYS)/1.key):"
+	@target/release/pixelgate -c $(DEV_CONFIG) sign open --account acme --campaign spring-sale --message msg-000123 --recipient r-42
+	@target/release/pixelgate -c $(DEV_CONFIG) sign click --account acme --campaign spring-sale --message msg-000123 --recipient r-42 --url https://example.com/landing
+	@echo "The edge (pixelgate serve) is not built yet: it arrives with its own crate." >&2
+	@exit 1
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: clean
+clean: ## Remove build output
+	$(CARGO) clean

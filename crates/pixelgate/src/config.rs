@@ -1,0 +1,520 @@
+//! Configuration: TOML into typed structs, then environment, then flags.
+//!
+//! Precedence is built-in defaults < file < environment < flags. Every key is a typed field whose
+//! doc comment (unit and default) is the reference copied into `docs/configuration.md`. Values
+//! are checked as they are read, so an error names the key (or variable, or flag) and why.
+//! The environment is read once, at start, through [`Environment`].
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use url::Url;
+
+/// Where the configuration file is looked for when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pixelgate/pixelgate.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: listeners and the public URL.
+    pub server: ServerConfig,
+    /// `[signing]`: token keys and link lifetime.
+    pub signing: SigningConfig,
+    /// `[redis]`: where events are queued.
+    pub redis: RedisConfig,
+    /// `[queue]`: the Redis keys events are written to.
+    pub queue: QueueConfig,
+    /// `[drain]`: where the drain worker writes.
+    pub drain: DrainConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener for pixels and clicks. Default `127.0.0.1:8080`. Env `PIXELGATE_LISTEN`.
+    pub listen: SocketAddr,
+    /// Admin listener for `/healthz`, `/readyz`, `/test` and `/metrics`; keep it private.
+    /// Default `127.0.0.1:9090`. Env `PIXELGATE_ADMIN_LISTEN`.
+    pub admin_listen: SocketAddr,
+    /// Base of every signed URL: `http` or `https`, no query or fragment; a path prefix is kept.
+    /// Default `http://127.0.0.1:8080`. Env `PIXELGATE_PUBLIC_URL`.
+    pub public_url: PublicUrl,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self {
+            listen: SocketAddr::new(loopback, 8080),
+            admin_listen: SocketAddr::new(loopback, 9090),
+            public_url: PublicUrl::from_str("http://127.0.0.1:8080")
+                .unwrap_or_else(|_| unreachable!()),
+        }
+    }
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Directory of key files, each named `ID.key` (ID 0 to 255) and holding one secret from
+    /// `pixelgate keygen`. The highest id seals; every key opens. A relative path is taken from
+    /// the configuration file's directory. Default: none. `PIXELGATE_SIGNING_KEY`, when set,
+    /// replaces these keys.
+    pub key_dir: Option<PathBuf>,
+    /// Lifetime of newly signed links, e.g. `"90d"`. Default: none, links never expire.
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Option<Duration>,
+    /// `PIXELGATE_SIGNING_KEY`: `SECRET` (key id 0) or `ID:SECRET`. Environment only.
+    #[serde(skip)]
+    pub env_key: Option<EnvSecret>,
+}
+
+/// A secret given through the environment; its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvSecret(pub String);
+
+impl fmt::Debug for EnvSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnvSecret(..)")
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or `unix:///path.sock`.
+    /// Default `redis://127.0.0.1:6379`. Env `PIXELGATE_REDIS_URL`.
+    pub url: RedisUrl,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: RedisUrl::from_str("redis://127.0.0.1:6379").unwrap_or_else(|_| unreachable!()),
+        }
+    }
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Redis key events are appended to. Default `pixelgate:events`. Env `PIXELGATE_QUEUE_KEY`.
+    pub key: RedisKey,
+    /// Capped key for the events of clients over their rate limit. Default `pixelgate:overflow`.
+    pub overflow_key: RedisKey,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            key: RedisKey("pixelgate:events".into()),
+            overflow_key: RedisKey("pixelgate:overflow".into()),
+        }
+    }
+}
+
+/// `[drain]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Where `pixelgate drain` writes: `mysql://` or `mariadb://`, `postgres://` or
+    /// `postgresql://`, or `jsonl:///path/events.jsonl`. Default: none. Env `PIXELGATE_SINK_URL`.
+    pub sink_url: Option<SinkUrl>,
+}
+
+/// An error that names what was wrong: a key, a variable or a flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {key}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        key: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The variables of the contract, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub public_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub signing_key: Option<String>,
+    pub queue_key: Option<String>,
+    pub sink_url: Option<String>,
+}
+
+impl Environment {
+    /// Reads the process environment. Called once, by `main`.
+    pub fn from_process() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            listen: get("PIXELGATE_LISTEN"),
+            admin_listen: get("PIXELGATE_ADMIN_LISTEN"),
+            public_url: get("PIXELGATE_PUBLIC_URL"),
+            redis_url: get("PIXELGATE_REDIS_URL"),
+            signing_key: get("PIXELGATE_SIGNING_KEY"),
+            queue_key: get("PIXELGATE_QUEUE_KEY"),
+            sink_url: get("PIXELGATE_SINK_URL"),
+        }
+    }
+}
+
+/// Values given as command-line flags; the last word.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub public_url: Option<PublicUrl>,
+    pub redis_url: Option<RedisUrl>,
+    pub queue_key: Option<RedisKey>,
+}
+
+impl Config {
+    /// Defaults, then `path` (or [`DEFAULT_CONFIG_PATH`] if it exists), then `env`, then
+    /// `flags`; then [`Config::validate`]. Relative paths are resolved against the file's folder.
+    pub fn load(
+        path: Option<&Path>,
+        env: &Environment,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let default_path = Path::new(DEFAULT_CONFIG_PATH);
+        let path = path.or_else(|| default_path.exists().then_some(default_path));
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads one file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|e| e.at(path, &text))?;
+        if let Some(dir) = &mut config.signing.key_dir
+            && dir.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            *dir = base.join(&*dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, TomlError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| TomlError {
+            key: String::new(),
+            inner: e,
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| TomlError {
+            key: e.path().to_string(),
+            inner: e.into_inner(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
+        fn parse<T: FromStr<Err: fmt::Display>>(
+            var: &str,
+            value: &Option<String>,
+            into: &mut T,
+        ) -> Result<(), ConfigError> {
+            if let Some(value) = value {
+                *into = value.parse().map_err(|e| ConfigError::invalid(var, e))?;
+            }
+            Ok(())
+        }
+        parse("PIXELGATE_LISTEN", &env.listen, &mut self.server.listen)?;
+        parse(
+            "PIXELGATE_ADMIN_LISTEN",
+            &env.admin_listen,
+            &mut self.server.admin_listen,
+        )?;
+        parse(
+            "PIXELGATE_PUBLIC_URL",
+            &env.public_url,
+            &mut self.server.public_url,
+        )?;
+        parse("PIXELGATE_REDIS_URL", &env.redis_url, &mut self.redis.url)?;
+        parse("PIXELGATE_QUEUE_KEY", &env.queue_key, &mut self.queue.key)?;
+        if let Some(sink) = &env.sink_url {
+            let sink = sink
+                .parse()
+                .map_err(|e| ConfigError::invalid("PIXELGATE_SINK_URL", e))?;
+            self.drain.sink_url = Some(sink);
+        }
+        if let Some(key) = &env.signing_key {
+            self.signing.env_key = Some(EnvSecret(key.clone()));
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) {
+        let Overrides {
+            listen,
+            admin_listen,
+            public_url,
+            redis_url,
+            queue_key,
+        } = flags.clone();
+        self.server.listen = listen.unwrap_or(self.server.listen);
+        self.server.admin_listen = admin_listen.unwrap_or(self.server.admin_listen);
+        self.server.public_url = public_url.unwrap_or_else(|| self.server.public_url.clone());
+        self.redis.url = redis_url.unwrap_or_else(|| self.redis.url.clone());
+        self.queue.key = queue_key.unwrap_or_else(|| self.queue.key.clone());
+    }
+
+    /// Checks what single values cannot check alone. The error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.listen == self.server.admin_listen {
+            return Err(ConfigError::invalid(
+                "server.admin_listen",
+                format_args!("must differ from server.listen ({})", self.server.listen),
+            ));
+        }
+        if self.queue.key == self.queue.overflow_key {
+            return Err(ConfigError::invalid(
+                "queue.overflow_key",
+                "must differ from queue.key, or limited events would crowd out real ones",
+            ));
+        }
+        if self
+            .signing
+            .link_ttl
+            .is_some_and(|ttl| ttl < Duration::from_secs(1))
+        {
+            return Err(ConfigError::invalid(
+                "signing.link_ttl",
+                "must be at least 1s (leave it out for links that never expire)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TOML error and the dotted key it happened at.
+#[derive(Debug)]
+pub struct TomlError {
+    key: String,
+    inner: toml::de::Error,
+}
+
+impl TomlError {
+    fn at(self, path: &Path, text: &str) -> ConfigError {
+        let offset = self.inner.span().map_or(0, |s| s.start);
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let key = if self.key.is_empty() || self.key == "." {
+            "(file)".into()
+        } else {
+            self.key
+        };
+        // toml's messages can run over several lines; the first is the reason.
+        let message = self
+            .inner
+            .message()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        ConfigError::Parse {
+            path: path.into(),
+            key,
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for TomlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.inner.message())
+    }
+}
+
+/// Implements `Deserialize` through `FromStr`, so a file, a variable and a flag are checked alike.
+macro_rules! deserialize_from_str {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// The base URL that signed links start with (no trailing slash kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PublicUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err("must be an http or https URL with a host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err("must have no query, fragment or user name".into());
+        }
+        Ok(Self(String::from(url).trim_end_matches('/').to_owned()))
+    }
+}
+deserialize_from_str!(PublicUrl);
+
+/// A Redis server address: `redis://`, `rediss://` (TLS) or `unix://`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        write!(f, "RedisUrl({shown})")
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        match url.scheme() {
+            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(Self(url)),
+            "unix" | "redis+unix" if !url.path().is_empty() => Ok(Self(url)),
+            _ => Err("must be redis://host:port, rediss://host:port or unix:///path".into()),
+        }
+    }
+}
+deserialize_from_str!(RedisUrl);
+
+/// A Redis key name: 1 to 256 bytes, no spaces or control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKey(String);
+
+impl RedisKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RedisKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("must be 1 to 256 bytes without spaces or control characters".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+deserialize_from_str!(RedisKey);
+
+/// Where the drain writes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SinkUrl {
+    /// MariaDB or MySQL (`mysql://` or `mariadb://`).
+    Mysql(Url),
+    /// PostgreSQL (`postgres://` or `postgresql://`).
+    Postgres(Url),
+    /// A JSON-lines file (`jsonl:///path`).
+    JsonLines(PathBuf),
+}
+
+impl fmt::Debug for SinkUrl {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hide = |url: &Url| {
+            let mut url = url.clone();
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url
+        };
+        match self {
+            Self::Mysql(url) => write!(f, "Mysql({})", hide(url)),
+            Self::Postgres(url) => write!(f, "Postgres({})", hide(url)),
+            Self::JsonLines(path) => write!(f, "JsonLines({})", path.display()),
+        }
+    }
+}
+
+impl FromStr for SinkUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let has_host = url.host_str().is_some_and(|h| !h.is_empty());
+        match url.scheme() {
+            "mysql" | "mariadb" if has_host => Ok(Self::Mysql(url)),
+            "postgres" | "postgresql" if has_host => Ok(Self::Postgres(url)),
+            "jsonl" if !has_host && url.path().len() > 1 => url
+                .to_file_path()
+                .map(Self::JsonLines)
+                .map_err(|()| "jsonl:///path needs an absolute file path".into()),
+            _ => Err("must be mysql://…, mariadb://…, postgres://… or jsonl:///path".into()),
+        }
+    }
+}
+deserialize_from_str!(SinkUrl);
+
+#[cfg(test)]
+mod tests;

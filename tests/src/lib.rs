@@ -1,0 +1,63 @@
+//! Test harness: real servers on free ports in temporary directories, stopped on drop.
+//!
+//! - [`RedisServer`]: a `redis-server` of its own per test, with stop, kill, freeze and restart
+//!   on the same port and data directory for failure tests.
+//! - [`resp`]: a minimal RESP client, so assertions about Redis never go through the code under
+//!   test.
+//! - [`require_binary`]: a missing server binary is a loud failure with the install command,
+//!   never a skipped test.
+//!
+//! MariaDB, PostgreSQL and Redis Cluster harnesses join this crate with the issues that use them.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // A harness that cannot start must panic loudly.
+
+pub mod redis;
+pub mod resp;
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+pub use redis::{RedisOptions, RedisServer};
+
+/// Finds `name` on `PATH` or panics with the command that installs it.
+pub fn require_binary(name: &str, install: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH: install it with `{install}` (`make test` does this)")
+        })
+}
+
+/// A port that was free a moment ago. Servers started on it must cope with losing the race
+/// (see [`RedisServer::start`]).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes; panics naming `what` on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Whether anything accepts TCP connections at `addr`.
+pub fn is_listening(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}

@@ -1,0 +1,207 @@
+//! A real `redis-server` per test: free port, temporary directory, stopped on drop.
+//!
+//! The server can be stopped, killed, frozen (SIGSTOP) and restarted on the same port and data
+//! directory, which is what failure tests need. With `appendonly` on, a restart keeps every
+//! write Redis acknowledged (`appendfsync always`).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tempfile::TempDir;
+
+use crate::{
+    free_port, require_binary,
+    resp::{Connection, Reply},
+    wait_for,
+};
+
+const INSTALL: &str = "apt-get install redis-server";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to start the server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Persist every write to an append-only file, fsynced before the reply.
+    pub appendonly: bool,
+    /// More `--name value` settings, e.g. `("maxmemory", "1mb")`.
+    pub extra: Vec<(String, String)>,
+}
+
+/// A running `redis-server` owned by one test.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: TempDir,
+    port: u16,
+    options: RedisOptions,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server with default options (no persistence).
+    pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server, retrying on another port if the chosen one was taken meanwhile.
+    pub fn start_with(options: RedisOptions) -> Self {
+        require_binary("redis-server", INSTALL);
+        let dir = tempfile::Builder::new()
+            .prefix("pixelgate-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut server = Self {
+            dir,
+            port: 0,
+            options,
+            child: None,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn_and_wait() {
+                return server;
+            }
+        }
+        panic!(
+            "redis-server did not start; see {}",
+            server.log_path().display()
+        );
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory (AOF, RDB, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A new connection for assertions.
+    pub fn connect(&self) -> Connection {
+        Connection::open(self.addr()).expect("connect to redis-server")
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub fn call<A: AsRef<[u8]>>(&self, args: &[A]) -> Reply {
+        self.connect().call(args).expect("redis command")
+    }
+
+    /// Stops the server cleanly (SIGTERM, as `systemctl stop` would) and waits for it.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        self.reap();
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+        }
+        self.reap();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: it keeps its sockets but answers nothing.
+    pub fn freeze(&self, frozen: bool) {
+        self.signal(if frozen { "STOP" } else { "CONT" });
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let started = self.spawn_and_wait();
+        assert!(
+            started,
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "kill -{name} {pid} failed"
+            );
+        }
+    }
+
+    fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Starts the process and waits until it answers PING; false if it exited first.
+    fn spawn_and_wait(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(["--save", "", "--daemonize", "no", "--protected-mode", "yes"])
+            .args([
+                "--appendonly",
+                if self.options.appendonly { "yes" } else { "no" },
+            ])
+            .args(["--appendfsync", "always"]);
+        for (name, value) in &self.options.extra {
+            cmd.arg(format!("--{name}")).arg(value);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let addr = self.addr();
+        let ready = wait_for("redis-server to answer PING", START_TIMEOUT, || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return Some(false); // exited: most likely the port was taken
+            }
+            let pong = Connection::open(addr).and_then(|mut c| c.call(&["PING"]));
+            matches!(pong, Ok(Reply::Status(s)) if s == "PONG").then_some(true)
+        });
+        if !ready {
+            self.child = None;
+        }
+        ready
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.freeze(false);
+        self.kill();
+    }
+}
