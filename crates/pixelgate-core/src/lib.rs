@@ -15,6 +15,20 @@ pub mod key;
 pub mod token;
 
 pub use destination::{Destination, DestinationError};
+
+/// Implements `serde::Deserialize` through `FromStr`, so that a value read from a file, an
+/// environment variable or a flag is checked by the same code and fails with the same message.
+#[macro_export]
+macro_rules! deserialize_from_str {
+    ($ty:ty) => {
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as ::serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
 pub use event::{Event, Kind, Timestamp};
 pub use key::{KeyId, Secret};
 pub use token::{Claims, Ids, Keyring, OpenError, SealError, Target};

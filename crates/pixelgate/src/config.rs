@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use pixelgate_core::deserialize_from_str;
+pub use pixelgate_queue::config::{QueueConfig, QueueMode, RedisConfig, RedisKey, RedisUrl};
 use serde::Deserialize;
 use url::Url;
 
@@ -85,42 +87,6 @@ pub struct EnvSecret(pub String);
 impl fmt::Debug for EnvSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("EnvSecret(..)")
-    }
-}
-
-/// `[redis]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or `unix:///path.sock`.
-    /// Default `redis://127.0.0.1:6379`. Env `PIXELGATE_REDIS_URL`.
-    pub url: RedisUrl,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: RedisUrl::from_str("redis://127.0.0.1:6379").unwrap_or_else(|_| unreachable!()),
-        }
-    }
-}
-
-/// `[queue]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueConfig {
-    /// Redis key events are appended to. Default `pixelgate:events`. Env `PIXELGATE_QUEUE_KEY`.
-    pub key: RedisKey,
-    /// Capped key for the events of clients over their rate limit. Default `pixelgate:overflow`.
-    pub overflow_key: RedisKey,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            key: RedisKey("pixelgate:events".into()),
-            overflow_key: RedisKey("pixelgate:overflow".into()),
-        }
     }
 }
 
@@ -311,12 +277,12 @@ impl Config {
                 format_args!("must differ from server.listen ({})", self.server.listen),
             ));
         }
-        if self.queue.key == self.queue.overflow_key {
-            return Err(ConfigError::invalid(
-                "queue.overflow_key",
-                "must differ from queue.key, or limited events would crowd out real ones",
-            ));
-        }
+        self.redis
+            .validate()
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        self.queue
+            .validate(&self.redis)
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         if self
             .signing
             .link_ttl
@@ -373,18 +339,6 @@ impl fmt::Display for TomlError {
     }
 }
 
-/// Implements `Deserialize` through `FromStr`, so a file, a variable and a flag are checked alike.
-macro_rules! deserialize_from_str {
-    ($ty:ty) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
 /// The base URL that signed links start with (no trailing slash kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl(String);
@@ -410,63 +364,6 @@ impl FromStr for PublicUrl {
     }
 }
 deserialize_from_str!(PublicUrl);
-
-/// A Redis server address: `redis://`, `rediss://` (TLS) or `unix://`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(Url);
-
-impl RedisUrl {
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    /// Never shows a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "RedisUrl({shown})")
-    }
-}
-
-impl FromStr for RedisUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-        match url.scheme() {
-            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(Self(url)),
-            "unix" | "redis+unix" if !url.path().is_empty() => Ok(Self(url)),
-            _ => Err("must be redis://host:port, rediss://host:port or unix:///path".into()),
-        }
-    }
-}
-deserialize_from_str!(RedisUrl);
-
-/// A Redis key name: 1 to 256 bytes, no spaces or control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisKey(String);
-
-impl RedisKey {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for RedisKey {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("must be 1 to 256 bytes without spaces or control characters".into());
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-deserialize_from_str!(RedisKey);
 
 /// Where the drain writes.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,0 +1,71 @@
+//! Shared set-up for the queue's tests: a queue on a harness Redis, and events to put in it.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::Ipv4Addr, time::SystemTime};
+
+use pixelgate_core::{Claims, Event, Ids};
+use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
+use pixelgate_tests::RedisServer;
+use prometheus_client::registry::Registry;
+
+pub fn redis_config(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        url: server.url().parse().unwrap(),
+        ..RedisConfig::default()
+    }
+}
+
+pub fn queue(server: &RedisServer, config: QueueConfig) -> (Queue, Registry) {
+    let mut registry = Registry::default();
+    let queue = Queue::new(&redis_config(server), &config, &mut registry).unwrap();
+    (queue, registry)
+}
+
+/// An open event whose message id is `msg-{n}`, so tests can tell events apart and order them.
+pub fn event(n: usize) -> Event {
+    let ids = Ids::new("acme", "spring", format!("msg-{n}"), "r-1").unwrap();
+    Event::born(
+        Claims::open(ids),
+        Ipv4Addr::LOCALHOST.into(),
+        "test",
+        SystemTime::now(),
+    )
+}
+
+/// The message numbers of serialised events, in order.
+pub fn numbers<B: AsRef<[u8]>>(payloads: &[B]) -> Vec<usize> {
+    payloads
+        .iter()
+        .map(|p| {
+            let e = Event::from_json(p.as_ref()).unwrap();
+            e.message.trim_start_matches("msg-").parse().unwrap()
+        })
+        .collect()
+}
+
+/// The Prometheus text of a registry.
+pub fn metrics_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+    out
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+/// `INFO commandstats` calls of one command.
+pub fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info = server.call(&["INFO", "commandstats"]).text().unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,292 @@
+//! The enqueuer against a real redis-server: group commit, acknowledgements, back-pressure,
+//! failures and recovery.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::HashSet, num::NonZeroUsize, sync::Arc, time::Duration};
+
+use common::*;
+use pixelgate_queue::{EnqueueError, Lane, QueueConfig, QueueError, QueueMode};
+use pixelgate_tests::{RedisOptions, RedisServer, resp::Reply};
+
+fn nz(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_events_become_few_commands() {
+    let server = RedisServer::start();
+    let (queue, registry) = queue(&server, QueueConfig::default());
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let before = calls(&server, "rpush");
+    let producers = 256;
+    let per_producer = 40;
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let enqueuer = enqueuer.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_producer {
+                enqueuer
+                    .enqueue(&event(p * per_producer + i), Lane::Main)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = producers * per_producer;
+    assert_eq!(
+        server.call(&["LLEN", "pixelgate:events"]),
+        Reply::Int(total as i64)
+    );
+    let commands = calls(&server, "rpush") - before;
+    assert!(
+        commands * 10 <= total as u64,
+        "{total} events took {commands} RPUSH commands"
+    );
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "pixelgate_events_enqueued_total{lane=\"main\"}"),
+        Some(total as f64)
+    );
+    assert_eq!(
+        sample(&text, "pixelgate_queue_batch_events_count"),
+        Some(commands as f64)
+    );
+    drop(enqueuer);
+    writer.flushed().await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_event_is_already_in_redis() {
+    let server = RedisServer::start();
+    let (queue, _registry) = queue(&server, QueueConfig::default());
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    for n in 0..20 {
+        let e = event(n);
+        enqueuer.enqueue(&e, Lane::Main).await.unwrap();
+        // Read through the harness's own client, not the code under test.
+        let last = server
+            .call(&["LINDEX", "pixelgate:events", "-1"])
+            .text()
+            .unwrap();
+        assert!(
+            last.contains(&e.id.to_string()),
+            "event {n} not in Redis when acknowledged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn events_keep_the_id_they_were_born_with() {
+    let server = RedisServer::start();
+    let (queue, _registry) = queue(&server, QueueConfig::default());
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    let e = event(1);
+    enqueuer.enqueue(&e, Lane::Main).await.unwrap();
+    let stored = server.call(&["LPOP", "pixelgate:events"]).text().unwrap();
+    assert_eq!(
+        pixelgate_core::Event::from_json(stored.as_bytes()).unwrap(),
+        e
+    );
+}
+
+#[tokio::test]
+async fn stream_mode_writes_one_entry_per_event() {
+    let server = RedisServer::start();
+    let config = QueueConfig {
+        mode: QueueMode::Stream,
+        ..QueueConfig::default()
+    };
+    let (queue, _registry) = queue(&server, config);
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    let events: Vec<_> = (0..50).map(event).collect();
+    let mut waits = Vec::new();
+    for e in &events {
+        let enqueuer = enqueuer.clone();
+        let e = e.clone();
+        waits.push(tokio::spawn(async move {
+            enqueuer.enqueue(&e, Lane::Main).await
+        }));
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(server.call(&["XLEN", "pixelgate:events"]), Reply::Int(50));
+    let Reply::Array(Some(entries)) = server.call(&["XRANGE", "pixelgate:events", "-", "+"]) else {
+        panic!("no entries")
+    };
+    let ids: HashSet<String> = entries
+        .iter()
+        .map(|entry| {
+            let Reply::Array(Some(parts)) = entry else {
+                panic!("{entry:?}")
+            };
+            let fields = parts[1].texts();
+            assert_eq!(fields[0], "event");
+            pixelgate_core::Event::from_json(fields[1].as_bytes())
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, events.iter().map(|e| e.id.to_string()).collect());
+}
+
+#[tokio::test]
+async fn the_overflow_lane_is_capped_and_counts_what_it_trims() {
+    let server = RedisServer::start();
+    let config = QueueConfig {
+        overflow_cap: 10.try_into().unwrap(),
+        ..QueueConfig::default()
+    };
+    let (queue, registry) = queue(&server, config);
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    for n in 0..25 {
+        enqueuer.enqueue(&event(n), Lane::Overflow).await.unwrap();
+    }
+    enqueuer.enqueue(&event(99), Lane::Main).await.unwrap();
+    let kept = server
+        .call(&["LRANGE", "pixelgate:overflow", "0", "-1"])
+        .texts();
+    assert_eq!(
+        numbers(&kept),
+        (15..25).collect::<Vec<_>>(),
+        "the newest are kept"
+    );
+    assert_eq!(server.call(&["LLEN", "pixelgate:events"]), Reply::Int(1));
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "pixelgate_queue_overflow_trimmed_total"),
+        Some(15.0)
+    );
+    assert_eq!(
+        sample(&text, "pixelgate_events_enqueued_total{lane=\"overflow\"}"),
+        Some(25.0)
+    );
+}
+
+#[tokio::test]
+async fn a_full_channel_answers_at_once_with_its_own_error() {
+    let server = RedisServer::start();
+    let config = QueueConfig {
+        channel_capacity: nz(2),
+        max_in_flight: nz(1),
+        linger: Duration::ZERO,
+        ack_timeout: Duration::from_secs(3),
+        ..QueueConfig::default()
+    };
+    let (queue, _registry) = queue(&server, config);
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    server.freeze(true);
+    // One batch hangs on the frozen Redis; two events wait in the channel; the rest bounce.
+    let mut waits = Vec::new();
+    for n in 0..8 {
+        let enqueuer = enqueuer.clone();
+        waits.push(tokio::spawn(async move {
+            enqueuer.enqueue(&event(n), Lane::Main).await
+        }));
+        tokio::task::yield_now().await;
+    }
+    let mut full = 0;
+    for w in waits {
+        if let Err(EnqueueError::Full) = w.await.unwrap() {
+            full += 1;
+        }
+    }
+    server.freeze(false);
+    assert!(full >= 1, "no enqueue saw a full channel");
+    assert_eq!(EnqueueError::Full.reason(), "queue_full");
+}
+
+#[tokio::test]
+async fn a_wrong_key_type_is_a_clear_error() {
+    let server = RedisServer::start();
+    server.call(&["SET", "pixelgate:events", "not a list"]);
+    let (queue, registry) = queue(&server, QueueConfig::default());
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    let err = enqueuer.enqueue(&event(1), Lane::Main).await.unwrap_err();
+    let EnqueueError::Failed(cause) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(matches!(**cause, QueueError::WrongType { .. }), "{cause:?}");
+    assert!(err.to_string().contains("wrong type"), "{err}");
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "pixelgate_queue_errors_total{kind=\"wrong_type\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
+    let mut server = RedisServer::start_with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    });
+    let config = QueueConfig {
+        ack_timeout: Duration::from_millis(300),
+        ..QueueConfig::default()
+    };
+    let (queue, _registry) = queue(&server, config);
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let enqueuer = Arc::new(enqueuer);
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut producers = Vec::new();
+    for p in 0..8 {
+        let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
+        producers.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for i in 0..300 {
+                let e = event(p * 1000 + i);
+                match enqueuer.enqueue(&e, Lane::Main).await {
+                    Ok(()) => acked.lock().unwrap().push(e.id.to_string()),
+                    Err(_) => failures += 1,
+                }
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            failures
+        }));
+    }
+    // Kill Redis while the producers run, then bring it back with its append-only file.
+    pixelgate_tests::wait_for("some events in Redis", Duration::from_secs(10), || {
+        (acked.lock().unwrap().len() > 200).then_some(())
+    });
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart();
+    let mut failures = 0;
+    for p in producers {
+        failures += p.await.unwrap();
+    }
+    // The pool recovered: a new event goes through.
+    queue.ping().await.unwrap();
+    enqueuer.enqueue(&event(9_999), Lane::Main).await.unwrap();
+    let stored: HashSet<String> = server
+        .call(&["LRANGE", "pixelgate:events", "0", "-1"])
+        .texts()
+        .iter()
+        .map(|t| {
+            pixelgate_core::Event::from_json(t.as_bytes())
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    let acked = acked.lock().unwrap();
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged events lost", lost.len());
+    assert!(
+        failures > 0,
+        "the outage went unnoticed: kill happened after the run"
+    );
+    drop(acked);
+    drop(enqueuer);
+    writer.flushed().await;
+}
