@@ -279,14 +279,13 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
                 .to_string()
         })
         .collect();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(lost.is_empty(), "{} acknowledged events lost", lost.len());
     assert!(
         failures > 0,
         "the outage went unnoticed: kill happened after the run"
     );
-    drop(acked);
     drop(enqueuer);
     writer.flushed().await;
 }
