@@ -2,15 +2,18 @@
 //!
 //! - [`RedisServer`]: a `redis-server` of its own per test, with stop, kill, freeze and restart
 //!   on the same port and data directory for failure tests.
+//! - [`RedisCluster`]: a Redis Cluster of N masters (each a `RedisServer` node) joined by
+//!   `redis-cli --cluster create`, with a node restart that waits for the cluster to heal.
 //! - [`resp`]: a minimal RESP client, so assertions about Redis never go through the code under
 //!   test.
 //! - [`require_binary`]: a missing server binary is a loud failure with the install command,
 //!   never a skipped test.
 //!
-//! MariaDB, PostgreSQL and Redis Cluster harnesses join this crate with the issues that use them.
+//! MariaDB and PostgreSQL harnesses join this crate with the issues that use them.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A harness that cannot start must panic loudly.
 
+pub mod cluster;
 pub mod redis;
 pub mod resp;
 
@@ -20,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use cluster::RedisCluster;
 pub use redis::{RedisOptions, RedisServer};
 
 /// Finds `name` on `PATH` or panics with the command that installs it.

@@ -2,10 +2,11 @@
 //!
 //! The server can be stopped, killed, frozen (SIGSTOP) and restarted on the same port and data
 //! directory, which is what failure tests need. With `appendonly` on, a restart keeps every
-//! write Redis acknowledged (`appendfsync always`).
+//! write Redis acknowledged (`appendfsync always`). With `cluster` on, it is a Redis Cluster node
+//! whose bus port (port + 10000) was free too; [`crate::cluster`] joins such nodes.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -27,6 +28,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RedisOptions {
     /// Persist every write to an append-only file, fsynced before the reply.
     pub appendonly: bool,
+    /// Run as a Redis Cluster node: `cluster-enabled`, its `nodes.conf` in the data directory,
+    /// on a port at most 55535 whose cluster bus port (port + 10000) is free as well.
+    pub cluster: bool,
     /// More `--name value` settings, e.g. `("maxmemory", "1mb")`.
     pub extra: Vec<(String, String)>,
 }
@@ -60,7 +64,7 @@ impl RedisServer {
             child: None,
         };
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = server.pick_port();
             if server.spawn_and_wait() {
                 return server;
             }
@@ -160,6 +164,19 @@ impl RedisServer {
         self.dir.path().join("redis.log")
     }
 
+    /// A free port; for a cluster node one whose bus port (port + 10000) is free as well.
+    fn pick_port(&self) -> u16 {
+        if !self.options.cluster {
+            return free_port();
+        }
+        (0..100)
+            .map(|_| free_port())
+            .find(|&port| {
+                port <= 55_535 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok()
+            })
+            .expect("no free port with a free cluster bus port after 100 tries")
+    }
+
     /// Starts the process and waits until it answers PING; false if it exited first.
     fn spawn_and_wait(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
@@ -174,6 +191,11 @@ impl RedisServer {
                 if self.options.appendonly { "yes" } else { "no" },
             ])
             .args(["--appendfsync", "always"]);
+        if self.options.cluster {
+            // Relative to `--dir`, so a restart finds the node's identity and slots again.
+            cmd.args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"]);
+        }
         for (name, value) in &self.options.extra {
             cmd.arg(format!("--{name}")).arg(value);
         }
