@@ -275,7 +275,8 @@ impl Writer {
                     }
                 }
             }
-            let () = pipe.query_async(&mut conn).await?;
+            let sent: Result<(), _> = pipe.query_async(&mut conn).await;
+            sent.map_err(|e| QueueError::from(e).on_key(queue))?;
         }
         if lane(Lane::Overflow).next().is_none() {
             return Ok(0);
@@ -291,7 +292,8 @@ impl Writer {
             .arg(keep)
             .arg(-1)
             .ignore();
-        let (len,): (u64,) = pipe.query_async(&mut conn).await?;
+        let sent: Result<(u64,), _> = pipe.query_async(&mut conn).await;
+        let (len,) = sent.map_err(|e| QueueError::from(e).on_key(&self.layout.overflow))?;
         Ok(len.saturating_sub(self.overflow_cap))
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+const GENERIC_KEY: &str = "a queue key";
+
 /// A failed Redis operation.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -39,6 +41,17 @@ impl QueueError {
         }
     }
 
+    /// Names `key` in a wrong-type error that Redis reported without naming it.
+    pub(crate) fn on_key(self, key: &str) -> Self {
+        match self {
+            Self::WrongType { key: k, detail } if k == GENERIC_KEY => Self::WrongType {
+                key: key.to_owned(),
+                detail,
+            },
+            other => other,
+        }
+    }
+
     /// Whether trying again on a new connection may help.
     pub fn is_transient(&self) -> bool {
         matches!(self.kind(), "pool" | "connection" | "timeout")
@@ -55,7 +68,7 @@ impl From<redis::RedisError> for QueueError {
             let key = detail
                 .strip_prefix("pixelgate: ")
                 .and_then(|d| d.split(' ').next())
-                .unwrap_or("a queue key")
+                .unwrap_or(GENERIC_KEY)
                 .to_owned();
             return Self::WrongType { key, detail };
         }

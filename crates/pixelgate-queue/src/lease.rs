@@ -92,7 +92,8 @@ impl Leases {
     }
 
     /// Leases up to `max` events from the head of `shard` for `lease`; `None` when it is empty.
-    /// Expired leases of the shard are given back first.
+    /// Expired leases of the shard are given back to the head first, and the claim then takes
+    /// at least all of those (so it may return more than `max` events).
     pub async fn claim(
         &self,
         shard: usize,

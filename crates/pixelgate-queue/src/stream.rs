@@ -93,13 +93,7 @@ impl StreamConsumer {
             .await;
         match created {
             Err(QueueError::Redis(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(QueueError::Redis(e)) if e.code() == Some("WRONGTYPE") => {
-                Err(QueueError::WrongType {
-                    key: key.clone(),
-                    detail: format!("{key} is not a stream"),
-                })
-            }
-            other => other,
+            other => other.map_err(|e| e.on_key(key)),
         }
     }
 

@@ -69,3 +69,22 @@ pub fn calls(server: &RedisServer, command: &str) -> u64 {
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Polls the async `check` until it gives `Some`, at most `limit`; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

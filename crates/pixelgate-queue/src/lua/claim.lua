@@ -13,8 +13,10 @@ local requeued = requeue_expired(now)
 if max == 0 then
   return {0, requeued, {}}
 end
--- Range then trim: the batch pop of the original design, made safe by the lease below.
-local items = redis.call('LRANGE', KEYS[1], 0, max - 1)
+-- Range then trim: the batch pop of the original design, made safe by the lease below. A claim
+-- takes at least what it just gave back, so returned events never linger at the head where a
+-- newer lease expiring later would be pushed in front of them.
+local items = redis.call('LRANGE', KEYS[1], 0, math.max(max, requeued) - 1)
 if #items == 0 then
   return {0, requeued, {}}
 end
