@@ -1,0 +1,272 @@
+//! The queue on a real three-master Redis Cluster: one shard key per master, drains that work on
+//! whole shards, and a master killed and restarted under load losing nothing acknowledged.
+//!
+//! Where events are is read through the harness (`CLUSTER KEYSLOT`/`CLUSTER SLOTS`, then `LLEN`
+//! on the owning node), never through the code under test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU16,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use common::*;
+use pixelgate_core::Event;
+use pixelgate_queue::{Enqueuer, Lane, Queue, QueueConfig, RedisConfig};
+use pixelgate_tests::{RedisCluster, RedisServer, resp::Reply, wait_for};
+use prometheus_client::registry::Registry;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn cluster_queue(cluster: &RedisCluster, config: QueueConfig) -> (Queue, Registry) {
+    let redis = RedisConfig {
+        cluster_nodes: cluster.urls().iter().map(|u| u.parse().unwrap()).collect(),
+        ..RedisConfig::default()
+    };
+    let config = QueueConfig {
+        shards: NonZeroU16::new(3).unwrap(),
+        ..config
+    };
+    config.validate(&redis).unwrap();
+    let mut registry = Registry::default();
+    let queue = Queue::new(&redis, &config, &mut registry).unwrap();
+    (queue, registry)
+}
+
+/// The event ids in the list `key` of `node`, in order.
+fn ids_in(node: &RedisServer, key: &str) -> Vec<String> {
+    node.call(&["LRANGE", key, "0", "-1"])
+        .texts()
+        .iter()
+        .map(|t| id_of(t.as_bytes()))
+        .collect()
+}
+
+fn id_of(payload: &[u8]) -> String {
+    Event::from_json(payload).unwrap().id.to_string()
+}
+
+fn llen(node: &RedisServer, key: &str) -> i64 {
+    match node.call(&["LLEN", key]) {
+        Reply::Int(n) => n,
+        other => panic!("LLEN {key} answered {other:?}"),
+    }
+}
+
+/// `producers` tasks enqueueing `each` events; returns the ids of the acknowledged ones.
+async fn produce(enqueuer: &Enqueuer, producers: usize, each: usize) -> Vec<String> {
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let enqueuer = enqueuer.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::with_capacity(each);
+                for i in 0..each {
+                    let e = event(p * each + i);
+                    enqueuer.enqueue(&e, Lane::Main).await.unwrap();
+                    acked.push(e.id.to_string());
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_spread_over_one_shard_per_master() {
+    let cluster = RedisCluster::start(3);
+    let (queue, _registry) = cluster_queue(&cluster, QueueConfig::default());
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let acked = produce(&enqueuer, 30, 100).await;
+    drop(enqueuer);
+    writer.flushed().await;
+
+    let shards = &queue.layout().shards;
+    assert_eq!(shards.len(), 3);
+    let mut owners = HashSet::new();
+    let mut stored = Vec::new();
+    for shard in shards {
+        let owner = cluster.node_for_key(&shard.queue);
+        owners.insert(owner);
+        let ids = ids_in(&cluster.nodes()[owner], &shard.queue);
+        assert!(!ids.is_empty(), "shard {} holds no events", shard.queue);
+        stored.extend(ids);
+    }
+    assert_eq!(owners.len(), 3, "the shards share masters: {owners:?}");
+    assert_eq!(stored.len(), 3000);
+    let stored: HashSet<_> = stored.into_iter().collect();
+    assert_eq!(stored.len(), 3000, "an event was stored twice");
+    assert_eq!(stored, acked.into_iter().collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_works_on_whole_shards_and_sees_every_event_once() {
+    let cluster = RedisCluster::start(3);
+    let (queue, _registry) = cluster_queue(&cluster, QueueConfig::default());
+    let (enqueuer, _writer) = queue.start_enqueuer();
+    let acked = produce(&enqueuer, 9, 100).await;
+    let shards = queue.layout().shards.clone();
+    let owner: Vec<_> = shards
+        .iter()
+        .map(|s| &cluster.nodes()[cluster.node_for_key(&s.queue)])
+        .collect();
+    let len = |i: usize| llen(owner[i], &shards[i].queue);
+
+    // A handle on one shard leases from that shard only.
+    for i in 0..3 {
+        let leases = queue.leases(&[i]);
+        assert_eq!(leases.shards(), &shards[i..=i]);
+        let before: Vec<_> = (0..3).map(len).collect();
+        let lease = leases.claim(i, 5, LONG).await.unwrap().unwrap();
+        assert_eq!(lease.shard, i);
+        assert_eq!(lease.events.len(), 5);
+        let after: Vec<_> = (0..3).map(len).collect();
+        for j in 0..3 {
+            let taken = if i == j { 5 } else { 0 };
+            assert_eq!(
+                before[j] - after[j],
+                taken,
+                "claim on shard {i} took from {j}"
+            );
+        }
+        let other = (i + 1) % 3;
+        assert!(
+            leases.claim(other, 5, LONG).await.is_err(),
+            "a handle on shard {i} claimed from shard {other}"
+        );
+        assert!(leases.release(&lease).await.unwrap() == 5);
+    }
+
+    // One drain per shard, side by side, each acknowledging what it committed.
+    let drains: Vec<_> = (0..3)
+        .map(|i| {
+            let leases = queue.leases(&[i]);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while let Some(lease) = leases.claim(i, 64, LONG).await.unwrap() {
+                    seen.extend(lease.events.iter().map(|e| id_of(e)));
+                    assert!(leases.ack(&lease).await.unwrap());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for d in drains {
+        for id in d.await.unwrap() {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "drained more than once: {twice:?}");
+    let seen: HashSet<_> = seen.into_keys().collect();
+    assert_eq!(seen, acked.into_iter().collect::<HashSet<_>>());
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(len(i), 0);
+        let inflight = owner[i].call(&["HGET", s.lease_data.as_str(), "inflight"]);
+        assert_eq!(inflight.text().as_deref(), Some("0"), "shard {i} in flight");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
+    let mut cluster = RedisCluster::start(3);
+    let config = QueueConfig {
+        ack_timeout: Duration::from_millis(500),
+        ..QueueConfig::default()
+    };
+    let (queue, _registry) = cluster_queue(&cluster, config);
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let shards = queue.layout().shards.clone();
+    let victim = cluster.node_for_key(&shards[0].queue);
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
+            let (failures, stop) = (failures.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let e = event(p * 1_000_000 + i);
+                    match enqueuer.enqueue(&e, Lane::Main).await {
+                        Ok(()) => acked.lock().unwrap().push(e.id.to_string()),
+                        Err(_) => _ = failures.fetch_add(1, Ordering::Relaxed),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let acked_now = || acked.lock().unwrap().len();
+
+    // The harness blocks while it polls; `block_in_place` keeps the producers running.
+    tokio::task::block_in_place(|| {
+        wait_for("events before the crash", Duration::from_secs(10), || {
+            (acked_now() > 500).then_some(())
+        });
+        cluster.kill_node(victim);
+        wait_for("the producers to notice", Duration::from_secs(10), || {
+            (failures.load(Ordering::Relaxed) > 0).then_some(())
+        });
+        cluster.restart_node(victim);
+    });
+    let restarted_with = llen(&cluster.nodes()[victim], &shards[0].queue);
+
+    // The pool recovers: consecutive single events (one batch each, so they go round the
+    // shards) all succeed, and the restarted master takes new events again.
+    let mut in_a_row = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while in_a_row < 9 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "enqueue did not recover after the restart"
+        );
+        let e = event(9_000_000 + in_a_row);
+        match enqueuer.enqueue(&e, Lane::Main).await {
+            Ok(()) => {
+                acked.lock().unwrap().push(e.id.to_string());
+                in_a_row += 1;
+            }
+            Err(_) => in_a_row = 0,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    drop(enqueuer);
+    writer.flushed().await;
+    assert!(
+        llen(&cluster.nodes()[victim], &shards[0].queue) > restarted_with,
+        "the restarted master took no new events"
+    );
+
+    let stored: HashSet<String> = shards
+        .iter()
+        .flat_map(|s| ids_in(&cluster.nodes()[cluster.node_for_key(&s.queue)], &s.queue))
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged events lost",
+        acked.len()
+    );
+    assert!(failures.load(Ordering::Relaxed) > 0);
+}
