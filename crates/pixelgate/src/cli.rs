@@ -60,6 +60,8 @@ pub struct OverrideArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the edge: pixels, clicks, health, readiness, metrics
+    Serve,
     /// Print a signed tracking URL
     #[command(subcommand)]
     Sign(SignCommand),
@@ -120,6 +122,7 @@ pub fn run(cli: Cli, env: &Environment, out: &mut dyn Write) -> anyhow::Result<(
     match cli.command {
         None if cli.test_config => check_config(&load()?, out),
         Some(Command::CheckConfig) => check_config(&load()?, out),
+        Some(Command::Serve) => crate::serve::serve(load()?),
         Some(Command::Keygen) => {
             writeln!(out, "{}", Secret::generate()?)?;
             Ok(())

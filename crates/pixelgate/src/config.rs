@@ -7,13 +7,16 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
 };
 
 use pixelgate_core::deserialize_from_str;
+pub use pixelgate_edge::config::{
+    ClickConfig, EdgeConfig, PublicUrl, RateLimitConfig, ServerConfig, TlsConfig,
+};
 pub use pixelgate_queue::config::{QueueConfig, QueueMode, RedisConfig, RedisKey, RedisUrl};
 use serde::Deserialize;
 use url::Url;
@@ -25,8 +28,14 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/pixelgate/pixelgate.toml";
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `[server]`: listeners and the public URL.
+    /// `[server]`: listeners, the public URL, timeouts and limits.
     pub server: ServerConfig,
+    /// `[rate_limit]`: per-client limits and trusted proxies.
+    pub rate_limit: RateLimitConfig,
+    /// `[tls]`: certificates by SNI name.
+    pub tls: TlsConfig,
+    /// `[click]`: per-account destination allowlists.
+    pub click: ClickConfig,
     /// `[signing]`: token keys and link lifetime.
     pub signing: SigningConfig,
     /// `[redis]`: where events are queued.
@@ -35,32 +44,36 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[drain]`: where the drain worker writes.
     pub drain: DrainConfig,
+    /// `[log]`: how the process logs.
+    pub log: LogConfig,
 }
 
-/// `[server]`
+/// `[log]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Public listener for pixels and clicks. Default `127.0.0.1:8080`. Env `PIXELGATE_LISTEN`.
-    pub listen: SocketAddr,
-    /// Admin listener for `/healthz`, `/readyz`, `/test` and `/metrics`; keep it private.
-    /// Default `127.0.0.1:9090`. Env `PIXELGATE_ADMIN_LISTEN`.
-    pub admin_listen: SocketAddr,
-    /// Base of every signed URL: `http` or `https`, no query or fragment; a path prefix is kept.
-    /// Default `http://127.0.0.1:8080`. Env `PIXELGATE_PUBLIC_URL`.
-    pub public_url: PublicUrl,
+pub struct LogConfig {
+    /// `text` (one line per event) or `json` (one object per line). Default `text`.
+    pub format: LogFormat,
+    /// Which messages to write, as a `tracing` filter: `info`, `warn`,
+    /// `info,pixelgate::access=info`. Default `info`.
+    pub level: String,
 }
 
-impl Default for ServerConfig {
+impl Default for LogConfig {
     fn default() -> Self {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         Self {
-            listen: SocketAddr::new(loopback, 8080),
-            admin_listen: SocketAddr::new(loopback, 9090),
-            public_url: PublicUrl::from_str("http://127.0.0.1:8080")
-                .unwrap_or_else(|_| unreachable!()),
+            format: LogFormat::Text,
+            level: "info".into(),
         }
     }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `[signing]`
@@ -269,20 +282,30 @@ impl Config {
         self.queue.key = queue_key.unwrap_or_else(|| self.queue.key.clone());
     }
 
+    /// The edge's sections, as the edge takes them.
+    pub fn edge(&self) -> EdgeConfig {
+        EdgeConfig {
+            server: self.server.clone(),
+            rate_limit: self.rate_limit.clone(),
+            tls: self.tls.clone(),
+            click: self.click.clone(),
+        }
+    }
+
     /// Checks what single values cannot check alone. The error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.listen == self.server.admin_listen {
-            return Err(ConfigError::invalid(
-                "server.admin_listen",
-                format_args!("must differ from server.listen ({})", self.server.listen),
-            ));
-        }
+        self.edge()
+            .validate()
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.redis
             .validate()
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.queue
             .validate(&self.redis)
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::invalid("log.level", e));
+        }
         if self
             .signing
             .link_ttl
@@ -338,32 +361,6 @@ impl fmt::Display for TomlError {
         write!(f, "{}: {}", self.key, self.inner.message())
     }
 }
-
-/// The base URL that signed links start with (no trailing slash kept).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicUrl(String);
-
-impl PublicUrl {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for PublicUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err("must be an http or https URL with a host".into());
-        }
-        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-            return Err("must have no query, fragment or user name".into());
-        }
-        Ok(Self(String::from(url).trim_end_matches('/').to_owned()))
-    }
-}
-deserialize_from_str!(PublicUrl);
 
 /// Where the drain writes.
 #[derive(Clone, PartialEq, Eq)]

@@ -3,9 +3,11 @@
 //! - [`config`]: the TOML configuration, the contract's environment variables and flags.
 //! - [`keys`]: loading signing keys from key files or `PIXELGATE_SIGNING_KEY`.
 //! - [`cli`]: the command line and what each command does.
+//! - [`serve`]: `pixelgate serve`: tracing, signals, and the edge crate's `run`.
 //!
-//! The edge (`serve`) and the drain (`drain`) live in their own crates and are started from here.
+//! The edge and the queue live in their own crates; this one only starts them.
 
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod serve;
