@@ -38,6 +38,10 @@ test: deps ## Everything CI runs: format check, clippy with warnings denied, all
 	  echo "$(CARGO) test --workspace --locked"; $(CARGO) test --workspace --locked; \
 	fi
 
+.PHONY: bench
+bench: deps ## Run the benchmarks of docs/benchmarks.md
+	$(CARGO) bench -p pixelgate-queue --bench enqueue
+
 .PHONY: build
 build: ## Build the release binary (target/release/pixelgate)
 	$(CARGO) build --release --locked -p pixelgate
@@ -50,14 +54,34 @@ dev-key: build ## Make the development signing key under target/dev/keys when th
 	  echo "made development signing key $(DEV_KEYS)/1.key"; \
 	fi
 
+.PHONY: dev-redis
+dev-redis: ## Start a local Redis on 127.0.0.1:6379 unless one answers there (installs redis-server when missing)
+	@if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then \
+	  echo "using the Redis at 127.0.0.1:6379"; \
+	else \
+	  $(MAKE) deps; \
+	  mkdir -p target/dev/redis; \
+	  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --dir $(CURDIR)/target/dev/redis \
+	    --appendonly yes --save "" --logfile $(CURDIR)/target/dev/redis/redis.log \
+	    --pidfile $(CURDIR)/target/dev/redis/redis.pid; \
+	  for i in $$(seq 50); do redis-cli -p 6379 ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done; \
+	  echo "started Redis on 127.0.0.1:6379 (data in target/dev/redis; stop it with: redis-cli -p 6379 shutdown)"; \
+	fi
+
 .PHONY: run
-run: dev-key ## Build, then start the edge with the development config and print URLs to try
+run: dev-key dev-redis ## Build, start Redis and the edge with the development config, print URLs to try
 	@target/release/pixelgate -t -c $(DEV_CONFIG)
-	@echo "A signed pixel and click (deploy/pixelgate.dev.toml, key $(DEV_KEYS)/1.key):"
-	@target/release/pixelgate -c $(DEV_CONFIG) sign open --account acme --campaign spring-sale --message msg-000123 --recipient r-42
-	@target/release/pixelgate -c $(DEV_CONFIG) sign click --account acme --campaign spring-sale --message msg-000123 --recipient r-42 --url https://example.com/landing
-	@echo "The edge (pixelgate serve) is not built yet: it arrives with its own crate." >&2
-	@exit 1
+	@pixel=$$(target/release/pixelgate -c $(DEV_CONFIG) sign open --account acme --campaign spring-sale --message msg-000123 --recipient r-42); \
+	click=$$(target/release/pixelgate -c $(DEV_CONFIG) sign click --account acme --campaign spring-sale --message msg-000123 --recipient r-42 --url https://example.com/landing); \
+	echo; echo "signed pixel: $$pixel"; echo "signed click: $$click"; echo; \
+	echo "try, in another terminal:"; \
+	echo "  curl -si '$$pixel' | head -5"; \
+	echo "  curl -si '$$click' | head -5"; \
+	echo "  redis-cli -p 6379 lrange pixelgate:events 0 -1"; \
+	echo "  curl -s 'http://127.0.0.1:9090/test?value=hello'"; \
+	echo "  curl -s http://127.0.0.1:9090/metrics | grep ^pixelgate_http"; \
+	echo; echo "starting pixelgate serve (Ctrl-C stops it)"; echo
+	@exec target/release/pixelgate serve -c $(DEV_CONFIG)
 
 .PHONY: fmt
 fmt: ## Format the code
