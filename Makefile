@@ -8,8 +8,6 @@ MAKEFLAGS += --no-print-directory
 CARGO ?= cargo
 DEV_CONFIG := deploy/pixelgate.dev.toml
 DEV_KEYS := target/dev/keys
-# Debian package names of the servers the tests start themselves.
-TEST_PACKAGES := redis-server
 
 # Runs apt-get as root, through sudo when we are not root.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -19,9 +17,14 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what the tests need from Debian's packages when missing (redis-server)
+deps: ## Install what the tests need from Debian's packages when missing (Redis, MariaDB, PostgreSQL)
 	@missing=(); \
 	command -v redis-server >/dev/null || missing+=(redis-server); \
+	command -v redis-cli >/dev/null || missing+=(redis-tools); \
+	command -v mariadbd >/dev/null || missing+=(mariadb-server); \
+	command -v mariadb >/dev/null || missing+=(mariadb-client); \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql); \
+	command -v psql >/dev/null || missing+=(postgresql-client); \
 	if (( $${#missing[@]} )); then \
 	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
 	  echo "installing $${missing[*]}"; \

@@ -9,13 +9,14 @@
 //! - [`require_binary`]: a missing server binary is a loud failure with the install command,
 //!   never a skipped test.
 //!
-//! MariaDB and PostgreSQL harnesses join this crate with the issues that use them.
+//! - [`SqlServer`]: MariaDB or PostgreSQL with a database `pixelgate`, for the drain's sinks.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A harness that cannot start must panic loudly.
 
 pub mod cluster;
 pub mod redis;
 pub mod resp;
+pub mod sql;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -25,6 +26,7 @@ use std::{
 
 pub use cluster::RedisCluster;
 pub use redis::{RedisOptions, RedisServer};
+pub use sql::{Flavor, SqlServer};
 
 /// Finds `name` on `PATH` or panics with the command that installs it.
 pub fn require_binary(name: &str, install: &str) -> PathBuf {

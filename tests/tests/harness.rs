@@ -86,3 +86,31 @@ fn extra_options_reach_the_server() {
 fn a_missing_binary_fails_loudly_with_the_install_command() {
     require_binary("pixelgate-no-such-server", "apt-get install x");
 }
+
+#[test]
+fn a_mariadb_server_starts_with_its_database_and_stops_on_drop() {
+    let mut db = pixelgate_tests::SqlServer::mariadb();
+    db.query("CREATE TABLE t (id INT PRIMARY KEY)");
+    db.query("INSERT INTO t VALUES (1), (2)");
+    assert_eq!(db.count("t"), 2);
+    assert!(db.url().starts_with("mysql://root@127.0.0.1:"));
+    db.restart();
+    assert_eq!(db.count("t"), 2, "data survives a restart");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], db.port()));
+    drop(db);
+    assert!(!is_listening(addr));
+}
+
+#[test]
+fn a_postgres_server_starts_with_its_database_and_stops_on_drop() {
+    let mut db = pixelgate_tests::SqlServer::postgres();
+    db.query("CREATE TABLE t (id INT PRIMARY KEY)");
+    db.query("INSERT INTO t VALUES (1), (2)");
+    assert_eq!(db.count("t"), 2);
+    assert!(db.url().starts_with("postgres://postgres@127.0.0.1:"));
+    db.restart();
+    assert_eq!(db.count("t"), 2, "data survives a restart");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], db.port()));
+    drop(db);
+    assert!(!is_listening(addr));
+}
