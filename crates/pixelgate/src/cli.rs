@@ -19,7 +19,6 @@ use crate::{
 #[command(
     name = "pixelgate",
     version,
-    args_conflicts_with_subcommands = true,
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -120,6 +119,7 @@ impl From<OverrideArgs> for Overrides {
 pub fn run(cli: Cli, env: &Environment, out: &mut dyn Write) -> anyhow::Result<()> {
     let load = || Config::load(cli.config.as_deref(), env, &cli.overrides.clone().into());
     match cli.command {
+        Some(_) if cli.test_config => anyhow::bail!("-t checks the configuration and takes no command"),
         None if cli.test_config => check_config(&load()?, out),
         Some(Command::CheckConfig) => check_config(&load()?, out),
         Some(Command::Serve) => crate::serve::serve(load()?),

@@ -105,6 +105,11 @@ fn sign_open_and_click_with_the_environment_key() {
     assert_eq!(claims.ids.recipient, "r-42");
     assert_eq!(claims.not_after, None);
 
+    // Global options may also stand before the command.
+    let mut before = vec!["-c", cfg.as_str(), "sign", "open"];
+    before.extend(SIGN_IDS);
+    assert_eq!(stdout(&pixelgate(&before, &env)), url);
+
     args[1] = "click";
     args.extend([
         "--url",
