@@ -39,15 +39,18 @@ impl SqlServer {
         require_binary("mariadbd", "apt-get install mariadb-server");
         require_binary("mariadb", "apt-get install mariadb-client");
         let dir = tempdir();
-        let status = Command::new(require_binary("mariadb-install-db", "apt-get install mariadb-server"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--user={}", whoami()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run mariadb-install-db");
+        let status = Command::new(require_binary(
+            "mariadb-install-db",
+            "apt-get install mariadb-server",
+        ))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", dir.path().join("data").display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .arg(format!("--user={}", whoami()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run mariadb-install-db");
         assert!(status.success(), "mariadb-install-db failed");
         Self::start(Flavor::MariaDb, dir)
     }
@@ -59,8 +62,15 @@ impl SqlServer {
         require_binary("psql", "apt-get install postgresql-client");
         let dir = tempdir();
         if is_root() {
-            let status = Command::new("chown").arg("postgres:postgres").arg(dir.path()).status();
-            assert!(status.is_ok_and(|s| s.success()), "chown postgres {}", dir.path().display());
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chown postgres {}",
+                dir.path().display()
+            );
         }
         let status = as_postgres(&bin.join("initdb"))
             .arg("-D")
@@ -75,7 +85,12 @@ impl SqlServer {
     }
 
     fn start(flavor: Flavor, dir: TempDir) -> Self {
-        let mut server = Self { flavor, dir, port: 0, child: None };
+        let mut server = Self {
+            flavor,
+            dir,
+            port: 0,
+            child: None,
+        };
         for _ in 0..5 {
             server.port = free_port();
             if server.spawn_and_wait() {
@@ -83,7 +98,10 @@ impl SqlServer {
                 return server;
             }
         }
-        panic!("{flavor:?} did not start; see {}", server.dir.path().display());
+        panic!(
+            "{flavor:?} did not start; see {}",
+            server.dir.path().display()
+        );
     }
 
     /// `mysql://root@127.0.0.1:PORT/pixelgate` or `postgres://postgres@127.0.0.1:PORT/pixelgate`.
@@ -105,14 +123,34 @@ impl SqlServer {
     /// Runs `sql` in database `pixelgate` with the server's own client; the output, tab-separated,
     /// one row a line, no header. Panics when the client fails.
     pub fn query(&self, sql: &str) -> String {
-        let out = self.client("pixelgate", sql).output().expect("run the SQL client");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8 output").trim_end().to_owned()
+        let out = self
+            .client("pixelgate", sql)
+            .output()
+            .expect("run the SQL client");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8 output")
+            .trim_end()
+            .to_owned()
+    }
+
+    /// As [`SqlServer::query`], but `None` when the client fails (a table not created yet).
+    pub fn try_query(&self, sql: &str) -> Option<String> {
+        let out = self.client("pixelgate", sql).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     }
 
     /// `SELECT COUNT(*)` of a table.
     pub fn count(&self, table: &str) -> u64 {
-        self.query(&format!("SELECT COUNT(*) FROM {table}")).parse().expect("a count")
+        self.query(&format!("SELECT COUNT(*) FROM {table}"))
+            .parse()
+            .expect("a count")
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -126,7 +164,12 @@ impl SqlServer {
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn_and_wait(), "{:?} did not restart on port {}", self.flavor, self.port);
+        assert!(
+            self.spawn_and_wait(),
+            "{:?} did not restart on port {}",
+            self.flavor,
+            self.port
+        );
     }
 
     fn client(&self, database: &str, sql: &str) -> Command {
@@ -142,13 +185,22 @@ impl SqlServer {
             }
             Flavor::Postgres => {
                 let mut c = Command::new("psql");
-                c.args(["-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-AtF", "\t"])
-                    .arg("-p")
-                    .arg(self.port.to_string())
-                    .arg("-d")
-                    .arg(database)
-                    .arg("-c")
-                    .arg(sql);
+                c.args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-AtF",
+                    "\t",
+                ])
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg("-d")
+                .arg(database)
+                .arg("-c")
+                .arg(sql);
                 c
             }
         }
@@ -160,7 +212,11 @@ impl SqlServer {
             Flavor::Postgres => ("postgres", "CREATE DATABASE pixelgate"),
         };
         let out = self.client(db, sql).output().expect("run the SQL client");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn spawn_and_wait(&mut self) -> bool {
@@ -176,7 +232,11 @@ impl SqlServer {
                     .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
                     .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
                     .arg(format!("--user={}", whoami()))
-                    .args(["--innodb-buffer-pool-size=256M", "--max-connections=200", "--skip-name-resolve"]);
+                    .args([
+                        "--innodb-buffer-pool-size=256M",
+                        "--max-connections=200",
+                        "--skip-name-resolve",
+                    ]);
                 c
             }
             Flavor::Postgres => {
@@ -202,8 +262,15 @@ impl SqlServer {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return Some(false);
             }
-            let db = if self.flavor == Flavor::MariaDb { "mysql" } else { "postgres" };
-            let ok = self.client(db, "SELECT 1").output().is_ok_and(|o| o.status.success());
+            let db = if self.flavor == Flavor::MariaDb {
+                "mysql"
+            } else {
+                "postgres"
+            };
+            let ok = self
+                .client(db, "SELECT 1")
+                .output()
+                .is_ok_and(|o| o.status.success());
             ok.then_some(true)
         });
         if !ready {
@@ -220,11 +287,17 @@ impl Drop for SqlServer {
 }
 
 fn tempdir() -> TempDir {
-    tempfile::Builder::new().prefix("pixelgate-sql-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("pixelgate-sql-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
 }
 
 fn whoami() -> String {
@@ -235,7 +308,11 @@ fn whoami() -> String {
 /// Debian keeps the server binaries in /usr/lib/postgresql/VERSION/bin; the newest wins.
 fn postgres_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.join("postgres").is_file());
     versions.sort();
@@ -248,7 +325,13 @@ fn postgres_bin() -> PathBuf {
 fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
         c
     } else {
         Command::new(program)

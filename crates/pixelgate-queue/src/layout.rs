@@ -21,7 +21,8 @@ pub struct ShardKeys {
     pub leases: String,
     /// List mode: hash of lease id → the leased events, plus the lease sequence and counts.
     pub lease_data: String,
-    /// Stream mode: where entries go after too many deliveries.
+    /// Where what cannot be drained goes: a stream (stream mode: entries delivered too often,
+    /// or without an `event`) or a list (list mode: elements that are not events).
     pub dead: String,
 }
 

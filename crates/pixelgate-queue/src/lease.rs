@@ -146,6 +146,31 @@ impl Leases {
         Ok(n)
     }
 
+    /// Appends elements that are not events to the shard's dead-letter list (`KEY:dead`), for
+    /// a person to look at. Called before the lease holding them is acknowledged.
+    pub async fn dead_letter(&self, shard: usize, payloads: &[Vec<u8>]) -> Result<(), QueueError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let keys = self
+            .shards
+            .get(shard)
+            .ok_or_else(|| QueueError::Reply(format!("no shard {shard}")))?;
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(&keys.dead);
+        for p in payloads {
+            cmd.arg(p);
+        }
+        let pushed: Result<u64, QueueError> = self
+            .bounded(async {
+                let mut conn = self.pool.get().await?;
+                Ok::<u64, QueueError>(cmd.query_async(&mut conn).await?)
+            })
+            .await;
+        pushed.map_err(|e| e.on_key(&keys.dead))?;
+        Ok(())
+    }
+
     async fn run(&self, script: &Script, shard: usize, args: &[u64]) -> Result<Value, QueueError> {
         self.run_as(script, shard, args).await
     }

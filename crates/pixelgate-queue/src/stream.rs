@@ -255,7 +255,7 @@ impl StreamConsumer {
     }
 
     /// Copies entries to the dead-letter stream, then acknowledges and deletes them.
-    async fn dead_letter(&self, shard: usize, entries: &[Entry]) -> Result<(), QueueError> {
+    pub async fn dead_letter(&self, shard: usize, entries: &[Entry]) -> Result<(), QueueError> {
         if entries.is_empty() {
             return Ok(());
         }

@@ -16,11 +16,7 @@ use crate::{
 
 /// The email-tracking edge: open pixels and click redirects, recorded through Redis.
 #[derive(Debug, Parser)]
-#[command(
-    name = "pixelgate",
-    version,
-    arg_required_else_help = true
-)]
+#[command(name = "pixelgate", version, arg_required_else_help = true)]
 pub struct Cli {
     /// Configuration file [default: /etc/pixelgate/pixelgate.toml, when it exists]
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
@@ -61,6 +57,12 @@ pub struct OverrideArgs {
 pub enum Command {
     /// Run the edge: pixels, clicks, health, readiness, metrics
     Serve,
+    /// Run the drain: events from Redis into the sink (drain.sink_url)
+    Drain {
+        /// Create or update the sink's table, then exit
+        #[arg(long)]
+        migrate: bool,
+    },
     /// Print a signed tracking URL
     #[command(subcommand)]
     Sign(SignCommand),
@@ -119,10 +121,13 @@ impl From<OverrideArgs> for Overrides {
 pub fn run(cli: Cli, env: &Environment, out: &mut dyn Write) -> anyhow::Result<()> {
     let load = || Config::load(cli.config.as_deref(), env, &cli.overrides.clone().into());
     match cli.command {
-        Some(_) if cli.test_config => anyhow::bail!("-t checks the configuration and takes no command"),
+        Some(_) if cli.test_config => {
+            anyhow::bail!("-t checks the configuration and takes no command")
+        }
         None if cli.test_config => check_config(&load()?, out),
         Some(Command::CheckConfig) => check_config(&load()?, out),
         Some(Command::Serve) => crate::serve::serve(load()?),
+        Some(Command::Drain { migrate }) => crate::drain::drain(load()?, migrate, out),
         Some(Command::Keygen) => {
             writeln!(out, "{}", Secret::generate()?)?;
             Ok(())

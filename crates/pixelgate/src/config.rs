@@ -13,13 +13,12 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::deserialize_from_str;
+pub use pixelgate_drain::config::{DrainConfig, SinkUrl};
 pub use pixelgate_edge::config::{
     ClickConfig, EdgeConfig, PublicUrl, RateLimitConfig, ServerConfig, TlsConfig,
 };
 pub use pixelgate_queue::config::{QueueConfig, QueueMode, RedisConfig, RedisKey, RedisUrl};
 use serde::Deserialize;
-use url::Url;
 
 /// Where the configuration file is looked for when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pixelgate/pixelgate.toml";
@@ -101,15 +100,6 @@ impl fmt::Debug for EnvSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("EnvSecret(..)")
     }
-}
-
-/// `[drain]`
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DrainConfig {
-    /// Where `pixelgate drain` writes: `mysql://` or `mariadb://`, `postgres://` or
-    /// `postgresql://`, or `jsonl:///path/events.jsonl`. Default: none. Env `PIXELGATE_SINK_URL`.
-    pub sink_url: Option<SinkUrl>,
 }
 
 /// An error that names what was wrong: a key, a variable or a flag.
@@ -303,6 +293,14 @@ impl Config {
         self.queue
             .validate(&self.redis)
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        let shards = if self.redis.is_cluster() {
+            usize::from(self.queue.shards.get())
+        } else {
+            1
+        };
+        self.drain
+            .validate(shards)
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e));
         }
@@ -361,54 +359,6 @@ impl fmt::Display for TomlError {
         write!(f, "{}: {}", self.key, self.inner.message())
     }
 }
-
-/// Where the drain writes.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SinkUrl {
-    /// MariaDB or MySQL (`mysql://` or `mariadb://`).
-    Mysql(Url),
-    /// PostgreSQL (`postgres://` or `postgresql://`).
-    Postgres(Url),
-    /// A JSON-lines file (`jsonl:///path`).
-    JsonLines(PathBuf),
-}
-
-impl fmt::Debug for SinkUrl {
-    /// Never shows a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hide = |url: &Url| {
-            let mut url = url.clone();
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url
-        };
-        match self {
-            Self::Mysql(url) => write!(f, "Mysql({})", hide(url)),
-            Self::Postgres(url) => write!(f, "Postgres({})", hide(url)),
-            Self::JsonLines(path) => write!(f, "JsonLines({})", path.display()),
-        }
-    }
-}
-
-impl FromStr for SinkUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
-        let has_host = url.host_str().is_some_and(|h| !h.is_empty());
-        match url.scheme() {
-            "mysql" | "mariadb" if has_host => Ok(Self::Mysql(url)),
-            "postgres" | "postgresql" if has_host => Ok(Self::Postgres(url)),
-            "jsonl" if !has_host && url.path().len() > 1 => url
-                .to_file_path()
-                .map(Self::JsonLines)
-                .map_err(|()| "jsonl:///path needs an absolute file path".into()),
-            _ => Err("must be mysql://…, mariadb://…, postgres://… or jsonl:///path".into()),
-        }
-    }
-}
-deserialize_from_str!(SinkUrl);
 
 #[cfg(test)]
 mod tests;

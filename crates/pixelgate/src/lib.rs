@@ -4,10 +4,12 @@
 //! - [`keys`]: loading signing keys from key files or `PIXELGATE_SIGNING_KEY`.
 //! - [`cli`]: the command line and what each command does.
 //! - [`serve`]: `pixelgate serve`: tracing, signals, and the edge crate's `run`.
+//! - [`drain`]: `pixelgate drain`: the sink, its migrations, and the drain crate's `run`.
 //!
-//! The edge and the queue live in their own crates; this one only starts them.
+//! The edge, the queue and the drain live in their own crates; this one only starts them.
 
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod keys;
 pub mod serve;

@@ -1,0 +1,166 @@
+//! `[drain]`: where the drain writes and how it takes batches.
+//!
+//! Each field's doc comment (unit and default) is the reference copied into
+//! `docs/configuration.md`.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    num::{NonZeroU64, NonZeroUsize},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
+
+use pixelgate_core::deserialize_from_str;
+use serde::Deserialize;
+use url::Url;
+
+/// `[drain]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Where events go: `mysql://` or `mariadb://user:pass@host:3306/db`, `postgres://` or
+    /// `postgresql://user@host/db`, or `jsonl:///path/events.jsonl`. Default: none (`drain`
+    /// refuses to start without one). Env `PIXELGATE_SINK_URL`.
+    pub sink_url: Option<SinkUrl>,
+    /// Events per batch: one lease (or stream read) and one transaction. Default `2000`.
+    pub batch_size: NonZeroUsize,
+    /// Batches in flight at once, each with its own sink connection. Default `2`.
+    pub concurrency: NonZeroUsize,
+    /// How long a leased batch is ours before it goes back to the queue (list mode), or how
+    /// long a read entry may stay unacknowledged before another drain takes it over (stream
+    /// mode). Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long a worker waits when the queue is empty before asking again. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub idle_wait: Duration,
+    /// Shards this drain works on (indexes into the queue's shards); empty means all.
+    /// Default: all.
+    pub shards: Vec<usize>,
+    /// Stream mode: this drain's consumer name in the group `pixelgate-drain`. Default: the host
+    /// name and process id.
+    pub consumer: Option<String>,
+    /// Stream mode: deliveries after which an entry moves to the dead-letter stream. Default `5`.
+    pub max_deliveries: NonZeroU64,
+    /// First wait after a failed sink write or Redis call; doubles up to `retry_max`.
+    /// Default `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest wait between retries. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// The drain's admin listener: `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9091`.
+    pub admin_listen: SocketAddr,
+    /// Create or update the sink's table when the drain starts. Default `true`.
+    pub migrate_on_start: bool,
+    /// JSON lines: rotate the file when it reaches this many bytes. Default `268435456` (256 MiB).
+    pub jsonl_rotate_bytes: NonZeroU64,
+    /// After `SIGTERM`, how long a batch being written may take before it is given back.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        let nz = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            sink_url: None,
+            batch_size: nz(2000),
+            concurrency: nz(2),
+            lease: Duration::from_secs(60),
+            idle_wait: Duration::from_millis(200),
+            shards: Vec::new(),
+            consumer: None,
+            max_deliveries: NonZeroU64::new(5).unwrap_or(NonZeroU64::MIN),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9091)),
+            migrate_on_start: true,
+            jsonl_rotate_bytes: NonZeroU64::new(256 << 20).unwrap_or(NonZeroU64::MIN),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DrainConfig {
+    /// Checks what single values cannot check; the error is `(key, reason)`.
+    pub fn validate(&self, shard_count: usize) -> Result<(), (&'static str, String)> {
+        if self.batch_size.get() > 50_000 {
+            return Err(("drain.batch_size", "must be at most 50000".into()));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(("drain.lease", "must be at least 1s".into()));
+        }
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return Err((
+                "drain.retry_max",
+                "must be at least drain.retry_initial, which must be more than 0s".into(),
+            ));
+        }
+        if let Some(&bad) = self.shards.iter().find(|&&s| s >= shard_count) {
+            return Err((
+                "drain.shards",
+                format!("shard {bad} does not exist (queue.shards is {shard_count})"),
+            ));
+        }
+        if self
+            .consumer
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.chars().any(char::is_whitespace))
+        {
+            return Err(("drain.consumer", "must be a name without spaces".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where the drain writes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SinkUrl {
+    /// MariaDB or MySQL (`mysql://` or `mariadb://`).
+    Mysql(Url),
+    /// PostgreSQL (`postgres://` or `postgresql://`).
+    Postgres(Url),
+    /// A JSON-lines file (`jsonl:///path`).
+    JsonLines(PathBuf),
+}
+
+impl fmt::Debug for SinkUrl {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hide = |url: &Url| {
+            let mut url = url.clone();
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url
+        };
+        match self {
+            Self::Mysql(url) => write!(f, "Mysql({})", hide(url)),
+            Self::Postgres(url) => write!(f, "Postgres({})", hide(url)),
+            Self::JsonLines(path) => write!(f, "JsonLines({})", path.display()),
+        }
+    }
+}
+
+impl FromStr for SinkUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let has_host = url.host_str().is_some_and(|h| !h.is_empty());
+        match url.scheme() {
+            "mysql" | "mariadb" if has_host => Ok(Self::Mysql(url)),
+            "postgres" | "postgresql" if has_host => Ok(Self::Postgres(url)),
+            "jsonl" if !has_host && url.path().len() > 1 => url
+                .to_file_path()
+                .map(Self::JsonLines)
+                .map_err(|()| "jsonl:///path needs an absolute file path".into()),
+            _ => Err("must be mysql://…, mariadb://…, postgres://… or jsonl:///path".into()),
+        }
+    }
+}
+deserialize_from_str!(SinkUrl);

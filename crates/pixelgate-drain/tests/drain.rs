@@ -1,0 +1,381 @@
+//! The drain against real servers: Redis, MariaDB, PostgreSQL and a JSON-lines file. Rows equal
+//! distinct events; duplicates make one row; an outage of the sink is waited out; elements that
+//! are not events are set aside.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
+    num::NonZeroUsize,
+    time::{Duration, SystemTime},
+};
+
+use pixelgate_core::{Claims, Destination, Event, Ids};
+use pixelgate_drain::{DrainConfig, Sink, SinkUrl};
+use pixelgate_queue::{Lane, Queue, QueueConfig, QueueMode, RedisConfig};
+use pixelgate_tests::{RedisServer, SqlServer, resp::Reply};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+fn event(n: usize) -> Event {
+    let ids = Ids::new("acme", "spring", format!("msg-{n}"), format!("r-{n}")).unwrap();
+    let claims = if n.is_multiple_of(3) {
+        Claims::click(
+            ids,
+            Destination::parse(&format!("https://example.com/p/{n}?utm=mail")).unwrap(),
+        )
+    } else {
+        Claims::open(ids)
+    };
+    Event::born(
+        claims,
+        Ipv4Addr::new(203, 0, 113, (n % 250) as u8).into(),
+        "Mozilla/5.0 'quoted' \"ua\"",
+        SystemTime::now(),
+    )
+}
+
+/// A queue on `redis` in `mode`, holding `events` (each enqueued once).
+async fn queue_with(redis: &RedisServer, mode: QueueMode, events: &[Event]) -> Queue {
+    let redis_config = RedisConfig {
+        url: redis.url().parse().unwrap(),
+        ..RedisConfig::default()
+    };
+    let queue_config = QueueConfig {
+        mode,
+        ..QueueConfig::default()
+    };
+    let queue = Queue::new(&redis_config, &queue_config, &mut Registry::default()).unwrap();
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let mut waits = Vec::new();
+    for e in events {
+        let (enqueuer, e) = (enqueuer.clone(), e.clone());
+        waits.push(tokio::spawn(async move {
+            enqueuer.enqueue(&e, Lane::Main).await
+        }));
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    drop(enqueuer);
+    writer.flushed().await;
+    queue
+}
+
+fn drain_config(sink: &str) -> DrainConfig {
+    DrainConfig {
+        sink_url: Some(sink.parse().unwrap()),
+        batch_size: NonZeroUsize::new(500).unwrap(),
+        idle_wait: Duration::from_millis(20),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        lease: Duration::from_secs(30),
+        ..DrainConfig::default()
+    }
+}
+
+/// A drain running in the background until the handle is stopped.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    admin: std::net::SocketAddr,
+}
+
+impl Running {
+    async fn start(config: DrainConfig, mode: QueueMode, redis: &RedisServer) -> Self {
+        let sink = Sink::open(config.sink_url.as_ref().unwrap(), &config).unwrap();
+        sink.migrate().await.unwrap();
+        Self::start_with(config, mode, redis, sink)
+    }
+
+    fn start_with(config: DrainConfig, mode: QueueMode, redis: &RedisServer, sink: Sink) -> Self {
+        let redis_config = RedisConfig {
+            url: redis.url().parse().unwrap(),
+            ..RedisConfig::default()
+        };
+        let mut registry = Registry::default();
+        let queue = Queue::new(
+            &redis_config,
+            &QueueConfig {
+                mode,
+                ..QueueConfig::default()
+            },
+            &mut registry,
+        )
+        .unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(pixelgate_drain::run(
+            config,
+            mode,
+            queue,
+            sink,
+            registry,
+            admin,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop: Some(stop),
+            task,
+            admin: admin_addr,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap().unwrap();
+    }
+
+    /// GET on the drain's admin listener, through a raw HTTP/1.0 request.
+    async fn admin_get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms for at most `limit`.
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn queue_empty(redis: &RedisServer, mode: QueueMode) -> bool {
+    match mode {
+        QueueMode::List => {
+            redis.call(&["LLEN", "pixelgate:events"]) == Reply::Int(0)
+                && redis.call(&["ZCARD", "pixelgate:events:leases"]) == Reply::Int(0)
+        }
+        QueueMode::Stream => redis.call(&["XLEN", "pixelgate:events"]) == Reply::Int(0),
+    }
+}
+
+/// Rows equal the distinct events, fields intact, for a SQL sink in `mode`.
+async fn rows_equal_distinct_events(db: SqlServer, mode: QueueMode) {
+    let redis = RedisServer::start();
+    let events: Vec<Event> = (0..3000).map(event).collect();
+    let _queue = queue_with(&redis, mode, &events).await;
+    // The same events again, as a replay after an ambiguous timeout would queue them.
+    for e in &events[..200] {
+        match mode {
+            QueueMode::List => {
+                drop(redis.call(&["RPUSH".as_bytes(), b"pixelgate:events", &e.to_json()]))
+            }
+            QueueMode::Stream => drop(redis.call(&[
+                "XADD".as_bytes(),
+                b"pixelgate:events",
+                b"*",
+                b"event",
+                &e.to_json(),
+            ])),
+        }
+    }
+    let drain = Running::start(drain_config(&db.url()), mode, &redis).await;
+    until("the queue to empty", Duration::from_secs(60), || {
+        queue_empty(&redis, mode)
+    })
+    .await;
+    let metrics = drain.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("pixelgate_drain_events_total 3200"),
+        "{metrics}"
+    );
+    assert!(
+        drain
+            .admin_get("/readyz")
+            .await
+            .contains(r#""status":"ready""#)
+    );
+    drain.stop().await;
+    assert_eq!(
+        db.count("pixelgate_events"),
+        3000,
+        "one row per distinct event"
+    );
+    let e = &events[3];
+    let row = match db.flavor() {
+        pixelgate_tests::Flavor::MariaDb => db.query(&format!(
+            "SELECT kind, DATE_FORMAT(ts, '%Y-%m-%dT%H:%i:%s.%fZ'), account, campaign, message, recipient, url, ip, ua, limited \
+             FROM pixelgate_events WHERE id = UNHEX('{}')",
+            e.id.simple()
+        )),
+        pixelgate_tests::Flavor::Postgres => db.query(&format!(
+            "SELECT kind, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), account, campaign, message, recipient, url, host(ip), ua, limited::int \
+             FROM pixelgate_events WHERE id = '{}'",
+            e.id
+        )),
+    };
+    let millis = e.ts.to_string();
+    let want_ts = format!("{}000Z", millis.trim_end_matches('Z'));
+    let want = format!(
+        "click\t{want_ts}\tacme\tspring\tmsg-3\tr-3\thttps://example.com/p/3?utm=mail\t203.0.113.3\tMozilla/5.0 'quoted' \"ua\"\t0"
+    );
+    assert_eq!(row, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_rows_equal_distinct_events() {
+    rows_equal_distinct_events(SqlServer::mariadb(), QueueMode::List).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_equal_distinct_events_from_a_stream() {
+    rows_equal_distinct_events(SqlServer::postgres(), QueueMode::Stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_outage_is_waited_out_and_nothing_is_lost() {
+    let redis = RedisServer::start();
+    let mut db = SqlServer::mariadb();
+    let first: Vec<Event> = (0..1000).map(event).collect();
+    let queue = queue_with(&redis, QueueMode::List, &first).await;
+    let drain = Running::start(drain_config(&db.url()), QueueMode::List, &redis).await;
+    until(
+        "the first events in the table",
+        Duration::from_secs(30),
+        || queue_empty(&redis, QueueMode::List),
+    )
+    .await;
+    db.kill();
+    // Events keep arriving while the database is down: they wait in Redis.
+    let (enqueuer, writer) = queue.start_enqueuer();
+    let second: Vec<Event> = (1000..2000).map(event).collect();
+    for e in &second {
+        enqueuer.enqueue(e, Lane::Main).await.unwrap();
+    }
+    drop(enqueuer);
+    writer.flushed().await;
+    until(
+        "the drain to notice the outage",
+        Duration::from_secs(30),
+        || {
+            let m = futures_block(drain.admin_get("/metrics"));
+            m.lines()
+                .any(|l| l.starts_with("pixelgate_drain_sink_errors_total{") && !l.ends_with(" 0"))
+        },
+    )
+    .await;
+    assert!(
+        futures_block(drain.admin_get("/readyz")).contains("503"),
+        "not ready without its sink"
+    );
+    let waiting = match redis.call(&["HGET", "pixelgate:events:lease-data", "inflight"]) {
+        Reply::Bulk(Some(n)) => String::from_utf8(n).unwrap().parse::<usize>().unwrap(),
+        _ => 0,
+    };
+    let queued = match redis.call(&["LLEN", "pixelgate:events"]) {
+        Reply::Int(n) => n as usize,
+        _ => 0,
+    };
+    assert_eq!(
+        waiting + queued,
+        1000,
+        "nothing acknowledged while the sink is down"
+    );
+    db.restart();
+    until("the rest to drain", Duration::from_secs(60), || {
+        queue_empty(&redis, QueueMode::List)
+    })
+    .await;
+    drain.stop().await;
+    assert_eq!(db.count("pixelgate_events"), 2000);
+}
+
+/// Runs a future to completion from a sync closure (the polling helpers are sync).
+fn futures_block<F: Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elements_that_are_not_events_go_to_the_dead_letter_list() {
+    let redis = RedisServer::start();
+    let db = SqlServer::postgres();
+    let events: Vec<Event> = (0..10).map(event).collect();
+    let _queue = queue_with(&redis, QueueMode::List, &events).await;
+    redis.call(&["RPUSH", "pixelgate:events", "not json", "{\"v\":1}"]);
+    let drain = Running::start(drain_config(&db.url()), QueueMode::List, &redis).await;
+    until("the queue to empty", Duration::from_secs(30), || {
+        queue_empty(&redis, QueueMode::List)
+    })
+    .await;
+    drain.stop().await;
+    assert_eq!(db.count("pixelgate_events"), 10);
+    assert_eq!(
+        redis
+            .call(&["LRANGE", "pixelgate:events:dead", "0", "-1"])
+            .texts(),
+        ["not json", "{\"v\":1}"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_are_appended_synced_and_rotated() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let events: Vec<Event> = (0..2000).map(event).collect();
+    let _queue = queue_with(&redis, QueueMode::List, &events).await;
+    let mut config = drain_config(&format!("jsonl://{}", path.display()));
+    config.jsonl_rotate_bytes = std::num::NonZeroU64::new(100_000).unwrap();
+    let drain = Running::start(config, QueueMode::List, &redis).await;
+    until("the queue to empty", Duration::from_secs(30), || {
+        queue_empty(&redis, QueueMode::List)
+    })
+    .await;
+    drain.stop().await;
+    let mut ids = HashSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        files += 1;
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        assert!(
+            entry.metadata().unwrap().len() <= 100_000 + 500 * 400,
+            "rotated by size"
+        );
+        for line in text.lines() {
+            ids.insert(Event::from_json(line.as_bytes()).unwrap().id);
+        }
+    }
+    assert!(files > 1, "the file was rotated");
+    assert_eq!(ids.len(), 2000);
+    assert_eq!(ids, events.iter().map(|e| e.id).collect());
+}
+
+#[test]
+fn sink_urls_name_their_kind_and_hide_passwords() {
+    let mysql: SinkUrl = "mariadb://u:secret@db:3306/x".parse().unwrap();
+    assert!(matches!(mysql, SinkUrl::Mysql(_)));
+    assert!(!format!("{mysql:?}").contains("secret"));
+    assert!(matches!(
+        "postgresql://u@db/x".parse::<SinkUrl>().unwrap(),
+        SinkUrl::Postgres(_)
+    ));
+    assert_eq!(
+        "jsonl:///var/lib/x.jsonl".parse::<SinkUrl>().unwrap(),
+        SinkUrl::JsonLines("/var/lib/x.jsonl".into())
+    );
+    for bad in [
+        "sqlite:///x",
+        "jsonl://host/x",
+        "mysql:///nohost",
+        "nonsense",
+    ] {
+        assert!(bad.parse::<SinkUrl>().is_err(), "{bad}");
+    }
+}
