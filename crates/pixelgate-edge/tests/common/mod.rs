@@ -1,0 +1,485 @@
+//! Shared set-up for the edge's end-to-end tests: a [`TestServer`] that runs
+//! `pixelgate_edge::run` on `127.0.0.1` port 0 against a harness Redis, and the clients that
+//! talk to it (hyper-util for well-formed requests, raw TCP for malformed ones, `h2` for HTTP/2).
+//!
+//! The server shuts down on drop, so a failing test never leaves one serving; a test that wants
+//! to see the shutdown itself calls [`TestServer::shutdown`], which returns `run`'s result.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
+use pixelgate_edge::{EdgeConfig, Listeners, Parts, tls};
+use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
+use pixelgate_tests::RedisServer;
+use prometheus_client::registry::Registry;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// How long a test waits for anything that should happen at once (an answer, a close).
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// The main queue and the overflow key, as the product names them by default.
+pub const EVENTS: &str = "pixelgate:events";
+pub const OVERFLOW: &str = "pixelgate:overflow";
+
+/// `GET`-able HTTP client without connection reuse: every request on a fresh connection, so a
+/// server closing idle connections (short header timeouts, shutdown) can never race a request.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+/// The edge, serving in a background task until shut down or dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    public: SocketAddr,
+    admin: SocketAddr,
+    keys: Arc<ArcSwap<Keyring>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+    client: HttpClient,
+}
+
+/// The configuration of a server about to start; tweak it with the closures.
+#[derive(Debug)]
+pub struct Builder {
+    redis: RedisConfig,
+    queue: QueueConfig,
+    edge: EdgeConfig,
+}
+
+impl Builder {
+    /// Changes the edge's configuration (`[server]`, `[rate_limit]`, `[tls]`, `[click]`).
+    pub fn edge(mut self, f: impl FnOnce(&mut EdgeConfig)) -> Self {
+        f(&mut self.edge);
+        self
+    }
+
+    /// Changes `[queue]` (e.g. `ack_timeout`).
+    pub fn queue(mut self, f: impl FnOnce(&mut QueueConfig)) -> Self {
+        f(&mut self.queue);
+        self
+    }
+
+    /// Binds, builds the parts and starts `run`. The sockets listen before this returns, so
+    /// requests can be sent at once (they wait in the backlog until the accept loops run).
+    pub async fn start(self) -> TestServer {
+        let listeners = Listeners::bind(&self.edge.server).expect("bind 127.0.0.1:0");
+        let public = listeners.public_addr().unwrap();
+        let admin = listeners.admin_addr().unwrap();
+        let keyring = Keyring::new([(KeyId(1), Secret::generate().unwrap())]).unwrap();
+        let keys = Arc::new(ArcSwap::from_pointee(keyring));
+        let mut registry = Registry::default();
+        let queue = Queue::new(&self.redis, &self.queue, &mut registry).unwrap();
+        let tls = tls::load(&self.edge.tls)
+            .expect("test certificates load")
+            .map(|c| Arc::new(ArcSwap::new(c)));
+        let parts = Parts {
+            keys: keys.clone(),
+            queue,
+            registry,
+            tls,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            // A dropped sender (the handle dropped) stops the server too.
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(pixelgate_edge::run(self.edge, listeners, parts, shutdown));
+        TestServer {
+            public,
+            admin,
+            keys,
+            stop: Some(stop),
+            task: Some(task),
+            client: http_client(),
+        }
+    }
+}
+
+impl TestServer {
+    /// A server with the product's defaults but for the listen addresses and
+    /// `queue.ack_timeout`, on `redis`.
+    pub fn builder(redis: &RedisServer) -> Builder {
+        let mut edge = EdgeConfig::default();
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        edge.server.listen = any_port;
+        edge.server.admin_listen = any_port;
+        Builder {
+            redis: RedisConfig {
+                url: redis.url().parse().unwrap(),
+                ..RedisConfig::default()
+            },
+            // Generous, so a loaded test machine never turns a slow first connection into a
+            // dropped event; the tests of Redis failures set their own.
+            queue: QueueConfig {
+                ack_timeout: Duration::from_secs(5),
+                ..QueueConfig::default()
+            },
+            edge,
+        }
+    }
+
+    pub async fn start(redis: &RedisServer) -> Self {
+        Self::builder(redis).start().await
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn public_url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// The keyring the server opens tokens with.
+    pub fn keys(&self) -> Arc<Keyring> {
+        self.keys.load_full()
+    }
+
+    /// `/o/{token}.gif` for `ids`.
+    pub fn pixel_path(&self, ids: &Ids) -> String {
+        format!("/o/{}.gif", self.keys().seal(&Claims::open(ids.clone())))
+    }
+
+    /// `/c/{token}` for `ids` and the destination `url`.
+    pub fn click_path(&self, ids: &Ids, url: &str) -> String {
+        let claims = Claims::click(ids.clone(), Destination::parse(url).unwrap());
+        format!("/c/{}", self.keys().seal(&claims))
+    }
+
+    /// `GET` on the public listener.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, &self.public_url(), path, &[]).await
+    }
+
+    /// `GET` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.send(Method::GET, &self.admin_url(), path, &[]).await
+    }
+
+    /// Any request with extra headers; `base` is [`Self::public_url`] or [`Self::admin_url`].
+    pub async fn send(
+        &self,
+        method: Method,
+        base: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        send(&self.client, method, &format!("{base}{path}"), headers)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let reply = self.admin_get("/metrics").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.text()
+    }
+
+    /// Asks `run` to stop (idempotent); [`Self::shutdown`] waits for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server and returns `run`'s result once it has flushed everything.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.begin_shutdown();
+        let task = self.task.take().expect("run task");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("run does not panic")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// Sends one request with `client` and reads the whole answer.
+pub async fn send(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::new()))?;
+    let response = tokio::time::timeout(PATIENCE, client.request(req)).await??;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(PATIENCE, body.collect())
+        .await??
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// One HTTP answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A header as text; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// Writes `request` as it is on a new TCP connection and reads one answer.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_reply(&mut stream).await
+}
+
+/// Reads one HTTP/1.1 answer (status line, headers, `Content-Length` body) from `io`.
+pub async fn read_reply<S: AsyncRead + Unpin>(io: &mut S) -> Reply {
+    tokio::time::timeout(PATIENCE, read_reply_inner(io))
+        .await
+        .expect("an answer in time")
+}
+
+async fn read_reply_inner<S: AsyncRead + Unpin>(io: &mut S) -> Reply {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.expect("read an answer");
+        assert!(
+            n > 0,
+            "connection closed before a whole answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).unwrap().to_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let code: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let length: usize = headers
+        .get(http::header::CONTENT_LENGTH)
+        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.expect("read a body");
+        assert!(n > 0, "connection closed inside a body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Reply {
+        status: StatusCode::from_u16(code).unwrap(),
+        headers,
+        body: body.into(),
+    }
+}
+
+/// Everything the peer sends until it closes the connection (within [`PATIENCE`]).
+pub async fn read_until_closed<S: AsyncRead + Unpin>(io: &mut S) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {PATIENCE:?}"
+    );
+    bytes
+}
+
+/// Reads until the peer closes; `true` if it closed (EOF or reset) within `limit`, `false` if
+/// it was still open then. Whatever the peer sent before closing is ignored.
+pub async fn closed_within<S: AsyncRead + Unpin>(io: &mut S, limit: Duration) -> bool {
+    let drain = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, drain).await.is_ok()
+}
+
+/// Ids for a test event; `message` tells events apart.
+pub fn ids(message: &str) -> Ids {
+    Ids::new("acme", "spring-sale", message, "r-42").unwrap()
+}
+
+/// The raw JSON elements of a Redis list, read with the harness's own client.
+pub fn list(redis: &RedisServer, key: &str) -> Vec<String> {
+    redis.call(&["LRANGE", key, "0", "-1"]).texts()
+}
+
+/// The events of a Redis list, as JSON values (to see exactly which fields are there).
+pub fn events(redis: &RedisServer, key: &str) -> Vec<serde_json::Value> {
+    list(redis, key)
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+/// The message ids of the events in a Redis list, in order.
+pub fn messages(redis: &RedisServer, key: &str) -> Vec<String> {
+    list(redis, key)
+        .iter()
+        .map(|e| Event::from_json(e.as_bytes()).unwrap().message)
+        .collect()
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+/// The sum of every sample of a metric family (`name{...} value` lines).
+pub fn family_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls the async `check` until it gives `Some`, at most `limit`; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Seconds since the Unix epoch, for comparing event times.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Reads one whole HTTP/2 answer from `send`, for `uri` (absolute).
+pub async fn h2_get(send: &mut h2::client::SendRequest<Bytes>, uri: &str) -> Reply {
+    let request = Request::get(uri).body(()).unwrap();
+    let mut send = send.clone().ready().await.expect("h2 stream available");
+    let (response, _) = send.send_request(request, true).expect("h2 request sent");
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("an h2 answer in time")
+        .expect("an h2 answer");
+    let (parts, mut body) = response.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("h2 body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: data.into(),
+    }
+}
+
+/// An HTTP/2 client over `io` (prior knowledge, or TLS with ALPN `h2`); its connection is
+/// driven by a task of its own.
+pub async fn h2_client<S>(io: S) -> h2::client::SendRequest<Bytes>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
