@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pixelgate_core::Event;
 use sqlx::{
-    Connection as _, MySql, MySqlPool, PgPool, QueryBuilder,
+    Connection as _, MySqlPool, PgPool,
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
     postgres::{PgConnectOptions, PgPoolOptions},
 };
@@ -165,26 +165,15 @@ impl Sql {
     pub async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
         match self {
             Self::Mysql(pool) => {
+                // One text-protocol statement per chunk, every string as a hex literal: no
+                // placeholders to prepare (tens of thousands per batch otherwise), and no
+                // escaping to get wrong, whatever bytes a client put in its User-Agent.
                 let mut tx = pool.begin().await?;
-                // Well under MySQL's 65535 placeholders per statement.
                 for chunk in events.chunks(5000) {
-                    let mut q = QueryBuilder::<MySql>::new(format!(
-                        "INSERT IGNORE INTO pixelgate_events ({COLUMNS}) "
-                    ));
-                    q.push_values(chunk, |mut row, e| {
-                        row.push_bind(e.id.as_bytes().as_slice())
-                            .push_bind(e.kind.as_str())
-                            .push_bind(mysql_datetime(&e.ts))
-                            .push_bind(e.account.as_str())
-                            .push_bind(e.campaign.as_str())
-                            .push_bind(e.message.as_str())
-                            .push_bind(e.recipient.as_str())
-                            .push_bind(e.url.as_deref())
-                            .push_bind(e.ip.to_string())
-                            .push_bind(e.ua.as_str())
-                            .push_bind(e.limited);
-                    });
-                    q.build().persistent(false).execute(&mut *tx).await?;
+                    let sql = mysql_insert(chunk);
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             }
@@ -228,6 +217,47 @@ impl Sql {
         }
         Ok(())
     }
+}
+
+/// `INSERT IGNORE … VALUES (…), …` for MariaDB/MySQL with every value a literal that cannot
+/// break out of its place: hex literals for ids and strings, `NULL`, digits for the rest.
+fn mysql_insert(events: &[Event]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut sql = String::with_capacity(80 + events.len() * 900);
+    sql.push_str("INSERT IGNORE INTO pixelgate_events (");
+    sql.push_str(COLUMNS);
+    sql.push_str(") VALUES ");
+    let hex = |sql: &mut String, bytes: &[u8]| {
+        sql.push_str("X'");
+        for &b in bytes {
+            sql.push(char::from(DIGITS[usize::from(b >> 4)]));
+            sql.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
+        sql.push('\'');
+    };
+    for (i, e) in events.iter().enumerate() {
+        sql.push_str(if i == 0 { "(" } else { ",(" });
+        hex(&mut sql, e.id.as_bytes());
+        sql.push(',');
+        hex(&mut sql, e.kind.as_str().as_bytes());
+        sql.push(',');
+        hex(&mut sql, mysql_datetime(&e.ts).as_bytes());
+        for field in [&e.account, &e.campaign, &e.message, &e.recipient] {
+            sql.push(',');
+            hex(&mut sql, field.as_bytes());
+        }
+        sql.push(',');
+        match &e.url {
+            Some(url) => hex(&mut sql, url.as_bytes()),
+            None => sql.push_str("NULL"),
+        }
+        sql.push(',');
+        hex(&mut sql, e.ip.to_string().as_bytes());
+        sql.push(',');
+        hex(&mut sql, e.ua.as_bytes());
+        sql.push_str(if e.limited { ",1)" } else { ",0)" });
+    }
+    sql
 }
 
 /// `2026-11-23 07:00:00.123`: a UTC `DATETIME(3)` literal.
