@@ -159,7 +159,8 @@ impl EdgeConfig {
     /// Checks what single values cannot check; the error is `(key, reason)`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let s = &self.server;
-        if s.listen == s.admin_listen {
+        // Port 0 asks the kernel for a free port, so two of them never collide.
+        if s.listen == s.admin_listen && s.listen.port() != 0 {
             return Err((
                 "server.admin_listen",
                 format!("must differ from server.listen ({})", s.listen),

@@ -1,12 +1,13 @@
 //! Shared set-up for the queue's tests: a queue on a harness Redis, and events to put in it.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{net::Ipv4Addr, time::SystemTime};
 
 use pixelgate_core::{Claims, Event, Ids};
 use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
 use pixelgate_tests::RedisServer;
+pub use pixelgate_tests::{eventually, sample};
 use prometheus_client::registry::Registry;
 
 pub fn redis_config(server: &RedisServer) -> RedisConfig {
@@ -51,16 +52,6 @@ pub fn metrics_text(registry: &Registry) -> String {
     out
 }
 
-/// The value of one sample line (`name{labels} value`) in Prometheus text.
-pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name_and_labels)?
-            .strip_prefix(' ')?
-            .parse()
-            .ok()
-    })
-}
-
 /// `INFO commandstats` calls of one command.
 pub fn calls(server: &RedisServer, command: &str) -> u64 {
     let info = server.call(&["INFO", "commandstats"]).text().unwrap();
@@ -68,23 +59,4 @@ pub fn calls(server: &RedisServer, command: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// Polls the async `check` until it gives `Some`, at most `limit`; panics naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }

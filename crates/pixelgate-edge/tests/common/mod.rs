@@ -26,6 +26,7 @@ use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
 use pixelgate_edge::{EdgeConfig, Listeners, Parts, tls};
 use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
 use pixelgate_tests::RedisServer;
+pub use pixelgate_tests::{eventually, sample};
 use prometheus_client::registry::Registry;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
@@ -403,41 +404,12 @@ pub fn messages(redis: &RedisServer, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// The value of one sample line (`name{labels} value`) in Prometheus text.
-pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name_and_labels)?
-            .strip_prefix(' ')?
-            .parse()
-            .ok()
-    })
-}
-
 /// The sum of every sample of a metric family (`name{...} value` lines).
 pub fn family_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
         .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
-}
-
-/// Polls the async `check` until it gives `Some`, at most `limit`; panics naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Seconds since the Unix epoch, for comparing event times.
