@@ -116,6 +116,8 @@ pub struct AppState {
     pub metrics: Arc<EdgeMetrics>,
     pub registry: Arc<Registry>,
     pub shutting_down: AtomicBool,
+    /// The last request id handed out, shared by both listeners so ids never repeat.
+    pub request_ids: Arc<AtomicU64>,
     /// Unix second of the last "events dropped" warning, so an outage logs once a second.
     last_drop_warning: AtomicU64,
 }
@@ -142,6 +144,7 @@ impl AppState {
             metrics,
             registry,
             shutting_down: AtomicBool::new(false),
+            request_ids: Arc::default(),
             last_drop_warning: AtomicU64::new(0),
         }
     }

@@ -45,6 +45,7 @@ pub fn public(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
         route: RouteOf::Public,
     };
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight.get()));
+    let ids = Counter(state.request_ids.clone());
     let handler = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::public(state, req).await) }
@@ -52,7 +53,7 @@ pub fn public(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
     let stack = ServiceBuilder::new()
         // Request ids first, so every later layer and every log line can name the request;
         // the id is echoed in the response (`x-request-id`), also for shed or timed-out ones.
-        .layer(SetRequestIdLayer::x_request_id(Counter::default()))
+        .layer(SetRequestIdLayer::x_request_id(ids))
         .layer(PropagateRequestIdLayer::x_request_id())
         // Span, metrics and access log around everything below, so shed (503), timed-out
         // (408) and refused (414/431) requests are counted like any other.
@@ -93,7 +94,7 @@ pub fn admin(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
     });
     let stack = ServiceBuilder::new()
         // Request ids, as on the public side.
-        .layer(SetRequestIdLayer::x_request_id(Counter::default()))
+        .layer(SetRequestIdLayer::x_request_id(ids))
         .layer(PropagateRequestIdLayer::x_request_id())
         // Span, metrics and access log.
         .layer_fn(move |inner| ObserveService {
@@ -153,7 +154,7 @@ where
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Request ids: a process-wide counter in hex. Unique per process, cheap, and sortable.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Counter(Arc<AtomicU64>);
 
 impl MakeRequestId for Counter {
