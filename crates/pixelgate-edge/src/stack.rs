@@ -88,6 +88,7 @@ pub fn admin(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
         access_log: config.access_log,
         route: RouteOf::Admin,
     };
+    let ids = Counter(state.request_ids.clone());
     let handler = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::admin(state, req).await) }
