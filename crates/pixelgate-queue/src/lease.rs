@@ -181,13 +181,10 @@ impl Leases {
         shard: usize,
         args: &[u64],
     ) -> Result<T, QueueError> {
-        // `shard` is the shard's index in the layout, not its position in this handle's subset:
-        // a handle from `Queue::leases(&[2])` claims with `claim(2, …)`.
         let keys = self
             .shards
-            .iter()
-            .find(|k| k.index == shard)
-            .ok_or_else(|| QueueError::Reply(format!("no shard {shard} in this handle")))?;
+            .get(shard)
+            .ok_or_else(|| QueueError::Reply(format!("no shard {shard}")))?;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(&keys.queue)
