@@ -92,6 +92,8 @@ impl Leases {
     }
 
     /// Leases up to `max` events from the head of `shard` for `lease`; `None` when it is empty.
+    /// Shards are numbered by position among this handle's [`Leases::shards`], not by their
+    /// index in the queue's layout (`queue.leases(&[2])` has one shard, position 0).
     /// Expired leases of the shard are given back to the head first, and the claim then takes
     /// at least all of those (so it may return more than `max` events).
     pub async fn claim(
