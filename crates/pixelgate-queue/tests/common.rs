@@ -1,6 +1,12 @@
 //! Shared set-up for the queue's tests: a queue on a harness Redis, and events to put in it.
 
-#![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::{net::Ipv4Addr, time::SystemTime};
 
