@@ -209,17 +209,7 @@ pub async fn public(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -
         Route::Test | Route::Metrics | Route::NotFound => {
             // Unknown paths count against the client's limit too: scanning is not free.
             let client = client_of(&state, &req);
-            match state.limiter.check(client) {
-                Ok(()) => Err(EdgeError::NotFound),
-                Err(retry_after) => {
-                    state
-                        .metrics
-                        .rate_limited
-                        .get_or_create(&ReasonLabel { reason: "rejected" })
-                        .inc();
-                    Err(EdgeError::RateLimited { retry_after })
-                }
-            }
+            unless_limited(&state, state.limiter.check(client)).and(Err(EdgeError::NotFound))
         }
     };
     result.unwrap_or_else(EdgeError::into_response)
@@ -281,21 +271,10 @@ async fn pixel<B>(state: &AppState, token: &str, req: &Request<B>) -> Response<B
             gif()
         }
         Err(_) => {
-            state
-                .metrics
-                .tokens_rejected
-                .get_or_create(&RouteLabel { route: "pixel" })
-                .inc();
-            match limit {
+            token_rejected(state, Route::Pixel);
+            match unless_limited(state, limit) {
                 Ok(()) => gif(),
-                Err(retry_after) => {
-                    state
-                        .metrics
-                        .rate_limited
-                        .get_or_create(&ReasonLabel { reason: "rejected" })
-                        .inc();
-                    EdgeError::RateLimited { retry_after }.into_response()
-                }
+                Err(limited) => limited.into_response(),
             }
         }
     }
@@ -321,22 +300,10 @@ async fn click<B>(
         Err(_) => None,
     };
     let (Some(destination), Ok(claims)) = (destination, opened) else {
-        state
-            .metrics
-            .tokens_rejected
-            .get_or_create(&RouteLabel { route: "click" })
-            .inc();
-        return Err(match limit {
-            Ok(()) => EdgeError::NotFound,
-            Err(retry_after) => {
-                state
-                    .metrics
-                    .rate_limited
-                    .get_or_create(&ReasonLabel { reason: "rejected" })
-                    .inc();
-                EdgeError::RateLimited { retry_after }
-            }
-        });
+        token_rejected(state, Route::Click);
+        return Err(unless_limited(state, limit)
+            .err()
+            .unwrap_or(EdgeError::NotFound));
     };
     // The destination was serialised by the `url` crate and re-checked on opening: it is a
     // valid header value.
@@ -349,6 +316,31 @@ async fn click<B>(
     headers.insert(header::LOCATION, location);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// For a request that records nothing: `Ok` within its client's limit, else the `429` (counted).
+fn unless_limited(
+    state: &AppState,
+    limit: Result<(), std::time::Duration>,
+) -> Result<(), EdgeError> {
+    limit.map_err(|retry_after| {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&ReasonLabel { reason: "rejected" })
+            .inc();
+        EdgeError::RateLimited { retry_after }
+    })
+}
+
+fn token_rejected(state: &AppState, route: Route) {
+    state
+        .metrics
+        .tokens_rejected
+        .get_or_create(&RouteLabel {
+            route: route.as_str(),
+        })
+        .inc();
 }
 
 /// Hands the event to the enqueuer and waits for its acknowledgement (bounded by
