@@ -109,11 +109,13 @@ async fn run(target: Target, name: &str, concurrency: usize, batch: usize) -> (S
     let started = Instant::now();
     let task = tokio::spawn(pixelgate_drain::run(
         config,
-        QueueMode::List,
-        queue,
-        sink,
-        registry,
-        admin,
+        pixelgate_drain::Parts {
+            queue,
+            mode: QueueMode::List,
+            sink,
+            registry,
+            admin,
+        },
         async {
             let _ = stopped.await;
         },

@@ -27,17 +27,35 @@ pub use crate::{
     sink::{Sink, SinkError},
 };
 
+/// What the drain is built from, besides its configuration.
+#[derive(Debug)]
+pub struct Parts {
+    /// The queue, its metrics already registered in `registry`.
+    pub queue: Queue,
+    /// `queue.mode`: leases on lists, or the consumer group on streams.
+    pub mode: QueueMode,
+    /// The opened (and migrated) sink.
+    pub sink: Sink,
+    /// Where every metric is registered; the admin listener's `/metrics` encodes it.
+    pub registry: Registry,
+    /// The bound admin listener (`drain.admin_listen`).
+    pub admin: std::net::TcpListener,
+}
+
 /// Runs the drain until `shutdown` completes, then lets each worker finish (or give back) its
-/// batch, at most `drain.shutdown_grace`. `admin` is the bound admin listener.
+/// batch, at most `drain.shutdown_grace`.
 pub async fn run(
     config: DrainConfig,
-    mode: QueueMode,
-    queue: Queue,
-    sink: Sink,
-    mut registry: Registry,
-    admin: std::net::TcpListener,
+    parts: Parts,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Parts {
+        queue,
+        mode,
+        sink,
+        mut registry,
+        admin,
+    } = parts;
     let metrics = Arc::new(metrics::DrainMetrics::new(&mut registry));
     let sink = Arc::new(sink);
     let ctx = Arc::new(worker::Ctx {

@@ -109,11 +109,13 @@ impl Running {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(pixelgate_drain::run(
             config,
-            mode,
-            queue,
-            sink,
-            registry,
-            admin,
+            pixelgate_drain::Parts {
+                queue,
+                mode,
+                sink,
+                registry,
+                admin,
+            },
             async {
                 let _ = stopped.await;
             },
