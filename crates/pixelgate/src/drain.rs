@@ -76,15 +76,13 @@ async fn run(config: Config, url: SinkUrl, sink: Sink) -> anyhow::Result<()> {
             _ = interrupt.recv() => tracing::info!("SIGINT"),
         }
     };
-    pixelgate_drain::run(
-        config.drain,
-        config.queue.mode,
+    let parts = pixelgate_drain::Parts {
         queue,
+        mode: config.queue.mode,
         sink,
         registry,
         admin,
-        shutdown,
-    )
-    .await?;
+    };
+    pixelgate_drain::run(config.drain, parts, shutdown).await?;
     Ok(())
 }
