@@ -18,3 +18,9 @@ pub use error::Error;
 pub use manifest::{Entry, Role, Sources};
 pub use metadata::Release;
 pub use package::Inputs;
+
+/// The names of a header's dependencies, for tests to compare.
+#[cfg(test)]
+pub(crate) fn dependency_names(deps: Result<Vec<rpm::Dependency>, rpm::Error>) -> Vec<String> {
+    deps.unwrap().into_iter().map(|d| d.name).collect()
+}

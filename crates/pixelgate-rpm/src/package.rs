@@ -50,7 +50,7 @@ pub fn build(inputs: &Inputs) -> Result<rpm::Package, Error> {
         .description(metadata::DESCRIPTION)
         .url(metadata::URL)
         .packager(metadata::PACKAGER)
-        .group("Unspecified")
+        .group("System Environment/Daemons")
         .build_host(metadata::BUILD_HOST)
         .pre_install_script(Scriptlet::new(scriptlets.pre))
         .post_install_script(Scriptlet::new(scriptlets.post))
@@ -263,23 +263,11 @@ mod tests {
                 dep.name
             );
         }
-        let recommends: Vec<_> = package
-            .metadata
-            .get_recommends()
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let recommends = crate::dependency_names(package.metadata.get_recommends());
         assert!(
             recommends.contains(&"redis".to_owned()) && recommends.contains(&"curl".to_owned())
         );
-        let provides: Vec<_> = package
-            .metadata
-            .get_provides()
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let provides = crate::dependency_names(package.metadata.get_provides());
         for name in [
             "pixelgate",
             "config(pixelgate)",

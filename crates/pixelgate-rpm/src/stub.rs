@@ -71,13 +71,7 @@ mod tests {
         let path = write(&list, dir.path(), Some(1_700_000_000)).unwrap();
         let package = rpm::Package::open(path).unwrap();
         assert!(package.metadata.get_file_entries().unwrap().is_empty());
-        let provides: Vec<_> = package
-            .metadata
-            .get_provides()
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let provides = crate::dependency_names(package.metadata.get_provides());
         assert!(
             provides.contains(&"/bin/sh".to_owned())
                 && provides.contains(&"shadow-utils".to_owned())
