@@ -94,8 +94,7 @@ rpm: rpm-deps ## Build target/rpm/pixelgate-VERSION-RELEASE.x86_64.rpm (RPM_RELE
 
 .PHONY: rpm-test
 rpm-test: rpm-deps ## Prove the RPM: glibc floor, rpmlint, install, boot, smoke tests, upgrade, erase
-	MAKE="$(MAKE)" RPM_BINARY=$(RPM_BINARY) SOURCE_DATE_EPOCH=$(RPM_SOURCE_DATE) \
-	  rpm/rpm-test.sh
+	RPM_BINARY=$(RPM_BINARY) SOURCE_DATE_EPOCH=$(RPM_SOURCE_DATE) rpm/rpm-test.sh
 
 .PHONY: bench
 bench: deps ## Run the benchmarks of docs/benchmarks.md

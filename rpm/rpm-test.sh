@@ -136,6 +136,8 @@ prepare_root() {
     as_root tar --numeric-owner -C "$dir" -cf "$tarball.part" .
     as_root rm -rf --one-file-system "$dir"
     mv "$tarball.part" "$tarball"
+    # Roots made for another package list are stale: 300 MB each.
+    find "$CACHE" -maxdepth 1 -name 'root-*.tar' ! -path "$tarball" -delete
 }
 
 mkdir -p "$WORK"
