@@ -141,7 +141,7 @@ prepare_root() {
 }
 
 mkdir -p "$WORK"
-rm -rf "${WORK:?}"/again "$WORK"/r2
+rm -rf "${WORK:?}"/again "$WORK"/r2 "$WORK"/runner-sample
 [ -d "$ROOT" ] && as_root rm -rf --one-file-system "$ROOT"
 # debootstrap downloads while the binary compiles.
 set -m
@@ -220,6 +220,29 @@ check "recommends redis and curl" same $'curl\ngroup(pixelgate)\nredis\nuser(pix
     eval "rpm -qp --recommends '$rpm1' | sort"
 check "license and URL" same "Apache-2.0 https://github.com/pixelgate/pixelgate" q --qf '%{LICENSE} %{URL}'
 check "a changelog" contains "pixelgate maintainers" q --changelog
+
+say "the smoke runner itself: a failing test fails the suite, under both runners"
+sample=$WORK/runner-sample
+mkdir -p "$sample"
+cp rpm/tests/runner.sh "$sample/"
+cat >"$sample/sample_test.sh" <<'SUITE'
+#!/bin/sh
+testPasses() { assertEquals "same" "a" "a"; assertContains "abc" "b"; }
+testFails() { assertEquals "differs" "a" "b"; }
+# shellcheck source=/dev/null
+. "$(dirname "$0")/runner.sh"
+SUITE
+runner_fails() {
+    local out status
+    out=$(SHUNIT2=$1 SHUNIT_COLOR=none sh "$sample/sample_test.sh" 2>&1)
+    status=$?
+    if [ "$status" -eq 0 ] || [ "$(printf '%s\n' "$out" | tail -1)" != "1 passed, 1 failed" ]; then
+        printf '%s\n(exit status %s)\n' "$out" "$status" >&2
+        return 1
+    fi
+}
+check "shunit2: exit status 1 and '1 passed, 1 failed'" runner_fails ""
+check "built-in runner: exit status 1 and '1 passed, 1 failed'" runner_fails builtin
 
 # ---- install into the root -------------------------------------------------------------------
 
