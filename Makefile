@@ -97,8 +97,9 @@ rpm-test: rpm-deps ## Prove the RPM: glibc floor, rpmlint, install, boot, smoke 
 	RPM_BINARY=$(RPM_BINARY) SOURCE_DATE_EPOCH=$(RPM_SOURCE_DATE) rpm/rpm-test.sh
 
 .PHONY: bench
-bench: deps ## Run the benchmarks of docs/benchmarks.md
+bench: deps ## Run the benchmarks of docs/benchmarks.md (enqueue; drain of 1M events into MariaDB, PostgreSQL, JSON lines)
 	$(CARGO) bench -p pixelgate-queue --bench enqueue
+	$(CARGO) bench -p pixelgate-drain --bench drain
 
 .PHONY: build
 build: ## Build the release binary (target/release/pixelgate)
