@@ -63,17 +63,22 @@ fn stopping(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
 }
 
-/// Splits raw queue elements into events and what cannot be parsed.
-fn parse<'a>(raw: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Event>, Vec<Vec<u8>>) {
-    let mut events = Vec::new();
+/// Splits queue items into events (with the items they came from) and items that are not
+/// events. `payload` gives an item's bytes: a list element, or a stream entry's `event` field.
+fn parse<T>(items: Vec<T>, payload: impl Fn(&T) -> &[u8]) -> (Vec<Event>, Vec<T>, Vec<T>) {
+    let mut events = Vec::with_capacity(items.len());
+    let mut good = Vec::with_capacity(items.len());
     let mut poison = Vec::new();
-    for bytes in raw {
-        match Event::from_json(bytes) {
-            Ok(e) => events.push(e),
-            Err(_) => poison.push(bytes.to_vec()),
+    for item in items {
+        match Event::from_json(payload(&item)) {
+            Ok(e) => {
+                events.push(e);
+                good.push(item);
+            }
+            Err(_) => poison.push(item),
         }
     }
-    (events, poison)
+    (events, good, poison)
 }
 
 /// Writes `events`, retrying until it succeeds or the drain stops. `renew` runs before each
@@ -149,9 +154,16 @@ pub(crate) async fn list_worker(
     }
 }
 
-async fn drain_lease(ctx: &Ctx, leases: &Leases, lease: Lease, stop: &mut watch::Receiver<bool>) {
+async fn drain_lease(
+    ctx: &Ctx,
+    leases: &Leases,
+    mut lease: Lease,
+    stop: &mut watch::Receiver<bool>,
+) {
     let started = Instant::now();
-    let (events, poison) = parse(lease.events.iter().map(Vec::as_slice));
+    let (events, _, poison) = parse(std::mem::take(&mut lease.events), |b: &Vec<u8>| {
+        b.as_slice()
+    });
     let lease_for = ctx.config.lease;
     let written = write_with_retries(ctx, &events, stop, || async {
         let _ = leases.renew(&lease, lease_for).await;
@@ -252,18 +264,7 @@ async fn drain_entries(
     stop: &mut watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let mut events = Vec::with_capacity(batch.entries.len());
-    let mut good: Vec<Entry> = Vec::with_capacity(batch.entries.len());
-    let mut poison: Vec<Entry> = Vec::new();
-    for entry in batch.entries {
-        match Event::from_json(&entry.payload) {
-            Ok(e) => {
-                events.push(e);
-                good.push(entry);
-            }
-            Err(_) => poison.push(entry),
-        }
-    }
+    let (events, good, poison) = parse(batch.entries, |e: &Entry| e.payload.as_slice());
     // Unacknowledged entries stay pending for this consumer, which is the stream's lease.
     if !write_with_retries(ctx, &events, stop, || async {}).await {
         return;
