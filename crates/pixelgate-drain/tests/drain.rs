@@ -47,7 +47,7 @@ async fn queue_with(redis: &RedisServer, mode: QueueMode, events: &[Event]) -> Q
         ..QueueConfig::default()
     };
     let queue = Queue::new(&redis_config, &queue_config, &mut Registry::default()).unwrap();
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let mut waits = Vec::new();
     for e in events {
         let (enqueuer, e) = (enqueuer.clone(), e.clone());
@@ -255,7 +255,7 @@ async fn a_sink_outage_is_waited_out_and_nothing_is_lost() {
     .await;
     db.kill();
     // Events keep arriving while the database is down: they wait in Redis.
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let second: Vec<Event> = (1000..2000).map(event).collect();
     for e in &second {
         enqueuer.enqueue(e, Lane::Main).await.unwrap();

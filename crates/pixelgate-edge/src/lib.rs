@@ -10,7 +10,8 @@
 //! - [`tls`]: certificates by SNI, reloadable. [`metrics`]: what `/metrics` shows of the edge.
 //!
 //! Invariant: the edge talks to Redis only through `pixelgate_queue`; an answered tracking
-//! request's event has been acknowledged by the enqueuer, or counted as dropped with a reason.
+//! request's event is in Redis or in the disk spool (`pixelgate_spool`), or counted as dropped
+//! with a reason.
 
 pub mod client_ip;
 pub mod config;
@@ -27,6 +28,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use pixelgate_core::Keyring;
 use pixelgate_queue::Queue;
+use pixelgate_spool::Spool;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -54,6 +56,8 @@ pub struct Parts {
     pub registry: Registry,
     /// TLS settings for the public listener, swappable like the keys; `None` for plain HTTP.
     pub tls: Option<SharedTls>,
+    /// Where batches Redis does not take in time go, opened (and locked) by the caller.
+    pub spool: Arc<Spool>,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish,
@@ -69,6 +73,7 @@ pub async fn run(
         queue,
         mut registry,
         tls,
+        spool,
     } = parts;
     let metrics = Arc::new(EdgeMetrics::new(&mut registry));
     let limiter = Arc::new(RateLimiter::new(&config.rate_limit));
@@ -76,7 +81,7 @@ pub async fn run(
     let housekeeping = limiter.spawn_housekeeping(Duration::from_secs(60), move |n| {
         gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
     });
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(Some(spool.clone()));
     let state = Arc::new(AppState::new(
         keys,
         enqueuer,
@@ -86,6 +91,7 @@ pub async fn run(
         Allowlist::new(&config.click.allowed_hosts),
         metrics,
         Arc::new(registry),
+        spool,
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);

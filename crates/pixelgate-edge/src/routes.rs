@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::Full;
 use pixelgate_core::{Event, Keyring, Kind, Target, event::MAX_USER_AGENT_LEN};
 use pixelgate_queue::{Enqueuer, Lane, Queue};
+use pixelgate_spool::Spool;
 use prometheus_client::registry::Registry;
 
 use crate::{
@@ -115,6 +116,8 @@ pub struct AppState {
     pub allowlist: Allowlist,
     pub metrics: Arc<EdgeMetrics>,
     pub registry: Arc<Registry>,
+    /// The disk spool, for `/readyz` (the enqueuer writes and replays it).
+    pub spool: Arc<Spool>,
     pub shutting_down: AtomicBool,
     /// The last request id handed out, shared by both listeners so ids never repeat.
     pub request_ids: Arc<AtomicU64>,
@@ -133,6 +136,7 @@ impl AppState {
         allowlist: Allowlist,
         metrics: Arc<EdgeMetrics>,
         registry: Arc<Registry>,
+        spool: Arc<Spool>,
     ) -> Self {
         Self {
             keys,
@@ -143,6 +147,7 @@ impl AppState {
             allowlist,
             metrics,
             registry,
+            spool,
             shutting_down: AtomicBool::new(false),
             request_ids: Arc::default(),
             last_drop_warning: AtomicU64::new(0),
@@ -400,26 +405,31 @@ fn healthz() -> Response<Body> {
     )
 }
 
-/// `GET /readyz`: `200` when Redis answers and the edge is not shutting down, else `503`.
+/// `GET /readyz`: `200` when Redis answers, the spool is within `spool.max_bytes` and the edge
+/// is not shutting down, else `503`; the body says which, with the spool's size either way.
 async fn readyz(state: &AppState) -> Response<Body> {
     const JSON: &str = "application/json";
-    if state.shutting_down.load(Ordering::Relaxed) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            JSON,
-            r#"{"status":"unavailable","reason":"shutting_down"}"#,
+    let spool = state.spool.stats();
+    let (bytes, segments) = (spool.bytes(), spool.segments());
+    let unavailable = |reason: &str, redis: &str| {
+        let body = format!(
+            r#"{{"status":"unavailable","reason":"{reason}","redis":"{redis}","spool_bytes":{bytes},"spool_segments":{segments}}}"#
         );
+        text(StatusCode::SERVICE_UNAVAILABLE, JSON, body)
+    };
+    if state.shutting_down.load(Ordering::Relaxed) {
+        return unavailable("shutting_down", "unknown");
     }
-    match state.queue.ping().await {
-        Ok(()) => text(StatusCode::OK, JSON, r#"{"status":"ready","redis":"ok"}"#),
-        Err(e) => {
-            let body = format!(
-                r#"{{"status":"unavailable","reason":"redis","redis":"{}"}}"#,
-                e.kind()
-            );
-            text(StatusCode::SERVICE_UNAVAILABLE, JSON, body)
-        }
+    if let Err(e) = state.queue.ping().await {
+        return unavailable("redis", e.kind());
     }
+    if state.spool.is_full() {
+        return unavailable("spool_full", "ok");
+    }
+    let body = format!(
+        r#"{{"status":"ready","redis":"ok","spool_bytes":{bytes},"spool_segments":{segments}}}"#
+    );
+    text(StatusCode::OK, JSON, body)
 }
 
 /// `GET /test?value=V`: a round trip of V through Redis.

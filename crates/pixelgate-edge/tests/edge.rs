@@ -396,8 +396,15 @@ async fn readyz_follows_redis_while_pixels_and_clicks_keep_answering() {
         .await;
     assert_eq!(click.status, StatusCode::FOUND);
     assert_eq!(click.header("location"), Some(dest));
-    let dropped = family_sum(&server.metrics().await, "pixelgate_events_dropped_total");
-    assert_eq!(dropped, 2.0, "both events counted as dropped");
+    // Both events are on disk: spooled, not dropped, and /readyz says how much it holds.
+    let metrics = server.metrics().await;
+    assert_eq!(family_sum(&metrics, "pixelgate_events_dropped_total"), 0.0);
+    assert_eq!(
+        sample(&metrics, "pixelgate_spool_events_total{lane=\"main\"}"),
+        Some(2.0)
+    );
+    let spooled = server.admin_get("/readyz").await.json();
+    assert!(spooled["spool_bytes"].as_u64().unwrap() > 0, "{spooled}");
 
     redis.restart();
     eventually(
@@ -407,7 +414,26 @@ async fn readyz_follows_redis_while_pixels_and_clicks_keep_answering() {
     )
     .await;
     assert_gif(&server.get(&server.pixel_path(&ids("msg-back"))).await);
-    assert_eq!(messages(&redis, EVENTS), ["msg-back"]);
+    // The replayer puts the spooled events back, in the order they were spooled.
+    let redis = &redis;
+    let queued = eventually(
+        "the spooled events to be replayed",
+        Duration::from_secs(10),
+        || async move {
+            let queued = messages(redis, EVENTS);
+            (queued.len() == 3).then_some(queued)
+        },
+    )
+    .await;
+    let at = |m: &str| queued.iter().position(|q| q == m);
+    assert!(at("msg-back").is_some(), "{queued:?}");
+    assert!(at("msg-down-1") < at("msg-down-2"), "{queued:?}");
+    // `msg-back` too, when it came before the replayer saw Redis answer: all that was spooled.
+    let metrics = server.metrics().await;
+    assert_eq!(
+        sample(&metrics, "pixelgate_spool_replayed_events_total"),
+        Some(family_sum(&metrics, "pixelgate_spool_events_total"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,10 +54,12 @@ async fn bench() {
     };
     let queue = Queue::new(&redis, &QueueConfig::default(), &mut Registry::default()).unwrap();
     let pool = Pool::new(&redis).unwrap();
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let enqueue = move |event: Arc<Event>| {
         let enqueuer = enqueuer.clone();
-        async move { enqueuer.enqueue(&event, Lane::Main).await.unwrap() }
+        async move {
+            enqueuer.enqueue(&event, Lane::Main).await.unwrap();
+        }
     };
     let rpush = move |event: Arc<Event>| {
         let pool = pool.clone();

@@ -1,23 +1,28 @@
-//! The enqueuer: group commit of events into Redis.
+//! The enqueuer: group commit of events into Redis, with the disk spool behind it.
 //!
 //! The edge calls [`Enqueuer::enqueue`] once per event. A single writer task takes events from a
 //! bounded channel and writes them in batches (one `RPUSH key e1 … eN`, or pipelined `XADD`s),
 //! with up to `queue.max_in_flight` batches on their own pooled connections at once. While
 //! batches are in flight new events gather, so batches grow with load and the number of Redis
-//! commands stays small. Each caller's acknowledgement resolves only when its batch is in Redis.
+//! commands stays small. Each caller's acknowledgement resolves only when its batch is in Redis
+//! or, when Redis did not take it within `queue.ack_timeout` of its oldest event, in the spool
+//! on disk. A shard that failed is skipped until the replayer (`replay.rs`) finds Redis
+//! answering again; with every shard down, batches go straight to the spool.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use pixelgate_core::Event;
+pub use pixelgate_spool::Lane;
+use pixelgate_spool::{Spool, SpoolError};
 use redis::Pipeline;
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot, watch},
     time::{Instant, timeout, timeout_at},
 };
 
@@ -29,25 +34,7 @@ use crate::{
     pool::Pool,
 };
 
-/// Which key an event goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// The main queue.
-    Main,
-    /// The capped overflow list, for clients over their rate limit.
-    Overflow,
-}
-
-impl Lane {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Main => "main",
-            Self::Overflow => "overflow",
-        }
-    }
-}
-
-/// Why an event was not acknowledged. The edge counts each as a drop reason (or spools it).
+/// Why an event was not acknowledged. The edge counts each as a drop reason.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EnqueueError {
     #[error("the enqueue channel is full")]
@@ -58,6 +45,8 @@ pub enum EnqueueError {
     Timeout,
     #[error("the batch failed: {0}")]
     Failed(#[source] BatchError),
+    #[error("redis did not take the batch and the spool refused it: {0}")]
+    Spool(#[source] Arc<SpoolError>),
 }
 
 impl EnqueueError {
@@ -68,21 +57,35 @@ impl EnqueueError {
             Self::Closed => "shutting_down",
             Self::Timeout => "ack_timeout",
             Self::Failed(_) => "redis_error",
+            Self::Spool(e) => e.reason(),
         }
     }
 }
 
-struct Pending {
+/// Where an acknowledged event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Redis,
+    Spool,
+}
+
+type Ack = Result<Stored, EnqueueError>;
+
+pub(crate) struct Pending {
     payload: Vec<u8>,
     lane: Lane,
-    ack: oneshot::Sender<Result<(), BatchError>>,
+    /// When the event was handed over: its batch must be stored by `at + ack_timeout`.
+    at: Instant,
+    ack: oneshot::Sender<Ack>,
 }
 
 /// The handle the edge enqueues through. Cheap to clone.
 #[derive(Clone)]
 pub struct Enqueuer {
     tx: mpsc::Sender<Pending>,
-    ack_timeout: Duration,
+    /// How long a caller waits for the writer: `queue.ack_timeout` without a spool. With one the
+    /// writer itself answers every event by then (Redis or spool), so the caller just waits.
+    wait: Option<Duration>,
 }
 
 impl std::fmt::Debug for Enqueuer {
@@ -94,40 +97,49 @@ impl std::fmt::Debug for Enqueuer {
 }
 
 impl Enqueuer {
-    /// Queues one event and waits until its batch is in Redis, at most `queue.ack_timeout`.
+    /// Queues one event and waits until its batch is in Redis or the spool. Without a spool
+    /// the wait is at most `queue.ack_timeout`; with one, `ack_timeout` plus the disk write.
     /// A full channel fails at once with [`EnqueueError::Full`]: the caller never waits for room.
-    pub async fn enqueue(&self, event: &Event, lane: Lane) -> Result<(), EnqueueError> {
+    pub async fn enqueue(&self, event: &Event, lane: Lane) -> Result<Stored, EnqueueError> {
         self.enqueue_raw(event.to_json(), lane).await
     }
 
-    /// As [`Enqueuer::enqueue`], for an event already serialised (a spool replay).
-    pub async fn enqueue_raw(&self, payload: Vec<u8>, lane: Lane) -> Result<(), EnqueueError> {
+    /// As [`Enqueuer::enqueue`], for an event already serialised.
+    pub async fn enqueue_raw(&self, payload: Vec<u8>, lane: Lane) -> Result<Stored, EnqueueError> {
         let (ack, acked) = oneshot::channel();
-        self.tx
-            .try_send(Pending { payload, lane, ack })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => EnqueueError::Full,
-                mpsc::error::TrySendError::Closed(_) => EnqueueError::Closed,
-            })?;
-        match timeout(self.ack_timeout, acked).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(EnqueueError::Failed(e)),
-            Ok(Err(_)) => Err(EnqueueError::Closed),
-            Err(_) => Err(EnqueueError::Timeout),
-        }
+        let pending = Pending {
+            payload,
+            lane,
+            at: Instant::now(),
+            ack,
+        };
+        self.tx.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EnqueueError::Full,
+            mpsc::error::TrySendError::Closed(_) => EnqueueError::Closed,
+        })?;
+        let answer = match self.wait {
+            Some(wait) => timeout(wait, acked)
+                .await
+                .map_err(|_| EnqueueError::Timeout)?,
+            None => acked.await,
+        };
+        answer.unwrap_or(Err(EnqueueError::Closed))
     }
 }
 
-/// Starts the writer task; it runs until every [`Enqueuer`] is dropped and then flushes what
-/// remains. The returned handle completes when the last batch has been written or has failed.
+/// Starts the writer task (and, with a spool, its replayer); they run until every [`Enqueuer`]
+/// is dropped, then the writer flushes what remains and the replayer stops between batches.
+/// The returned future completes when the last batch has been stored or has failed.
 pub(crate) fn start(
     pool: Pool,
     layout: Arc<Layout>,
     config: &QueueConfig,
     metrics: Arc<QueueMetrics>,
-) -> (Enqueuer, tokio::task::JoinHandle<()>) {
+    spool: Option<Arc<Spool>>,
+) -> (Enqueuer, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(config.channel_capacity.get());
-    let writer = Writer {
+    let shards = layout.shards.len();
+    let writer = Arc::new(Writer {
         pool,
         layout,
         mode: config.mode,
@@ -139,139 +151,205 @@ pub(crate) fn start(
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
         max_in_flight: config.max_in_flight.get(),
         next_shard: AtomicUsize::new(0),
+        down: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+        spool,
         metrics,
+    });
+    let (stop, stopped) = watch::channel(false);
+    let replayer = writer
+        .spool
+        .clone()
+        .map(|spool| tokio::spawn(writer.clone().replay(spool, stopped)));
+    let writing = tokio::spawn(writer.clone().run(rx));
+    let wait = writer.spool.is_none().then_some(config.ack_timeout);
+    let done = async move {
+        let _ = writing.await;
+        let _ = stop.send(true);
+        if let Some(replayer) = replayer {
+            let _ = replayer.await;
+        }
     };
-    let handle = tokio::spawn(writer.run(rx));
-    (
-        Enqueuer {
-            tx,
-            ack_timeout: config.ack_timeout,
-        },
-        handle,
-    )
+    (Enqueuer { tx, wait }, done)
 }
 
-struct Writer {
-    pool: Pool,
+pub(crate) struct Writer {
+    pub(crate) pool: Pool,
     layout: Arc<Layout>,
     mode: QueueMode,
-    batch_max: usize,
+    pub(crate) batch_max: usize,
     linger: Duration,
-    deadline: Duration,
+    pub(crate) deadline: Duration,
     overflow_cap: u64,
     stream_maxlen: u64,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     next_shard: AtomicUsize,
-    metrics: Arc<QueueMetrics>,
+    /// Shards whose last write failed; skipped until the replayer sees Redis answer. Only set
+    /// when there is a spool to take their batches.
+    pub(crate) down: Box<[AtomicBool]>,
+    pub(crate) spool: Option<Arc<Spool>>,
+    pub(crate) metrics: Arc<QueueMetrics>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
-        let this = Arc::new(self);
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
         loop {
             // Take a write slot first: while every slot is busy, events gather in the channel
             // and the next batch takes them all. That is the group commit.
-            let Ok(permit) = this.in_flight.clone().acquire_owned().await else {
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                 break;
             };
-            let mut batch = Vec::with_capacity(this.batch_max);
-            if rx.recv_many(&mut batch, this.batch_max).await == 0 {
+            let mut batch = Vec::with_capacity(self.batch_max);
+            if rx.recv_many(&mut batch, self.batch_max).await == 0 {
                 break; // every sender is gone and nothing is left
             }
-            if !this.linger.is_zero() && batch.len() < this.batch_max {
-                let until = Instant::now() + this.linger;
-                while batch.len() < this.batch_max {
-                    let room = this.batch_max - batch.len();
+            if !self.linger.is_zero() && batch.len() < self.batch_max {
+                let until = Instant::now() + self.linger;
+                while batch.len() < self.batch_max {
+                    let room = self.batch_max - batch.len();
                     match timeout_at(until, rx.recv_many(&mut batch, room)).await {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
                 }
             }
-            let writer = this.clone();
+            let writer = self.clone();
             tokio::spawn(async move {
                 writer.write(batch).await;
                 drop(permit);
             });
         }
         // Wait for the batches still in flight.
-        let all = u32::try_from(this.max_in_flight).unwrap_or(u32::MAX);
-        let _ = this.in_flight.acquire_many(all).await;
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        let _ = self.in_flight.acquire_many(all).await;
     }
 
-    /// Writes one batch, retrying once on a new connection after a transient failure, and
-    /// answers every event of it.
+    /// Stores one batch and answers every event of it: in Redis (retrying once on a new
+    /// connection after a transient failure) by the deadline of its oldest event, or else in
+    /// the spool.
     async fn write(&self, batch: Vec<Pending>) {
         let started = Instant::now();
-        let until = started + self.deadline;
-        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.layout.shards.len();
-        let mut result = timeout_at(until, self.send(&batch, shard)).await;
-        if matches!(&result, Ok(Err(e)) if e.is_transient()) {
-            if let Ok(Err(e)) = &result {
-                self.metrics.error(e.kind());
-            }
-            result = timeout_at(until, self.send(&batch, shard)).await;
-        }
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => Err(QueueError::Timeout(self.deadline)),
+        let until = batch.first().map_or(started, |p| p.at) + self.deadline;
+        let events: Vec<(Lane, &[u8])> = batch.iter().map(|p| (p.lane, &p.payload[..])).collect();
+        let answer = match self.pick_shard() {
+            Some(shard) => match self.send_until(&events, shard, until).await {
+                Ok(()) => Ok(Stored::Redis),
+                Err(e) if self.spool.is_some() => {
+                    self.mark_down(shard, &e);
+                    self.spool_batch(&events).await
+                }
+                Err(QueueError::Timeout(_)) => Err(EnqueueError::Timeout),
+                Err(e) => Err(EnqueueError::Failed(Arc::new(e))),
+            },
+            None => self.spool_batch(&events).await,
         };
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_events.observe(batch.len() as f64);
-        let answer = match result {
-            Ok(trimmed) => {
-                self.metrics.overflow_trimmed.inc_by(trimmed);
-                for lane in [Lane::Main, Lane::Overflow] {
-                    let n = batch.iter().filter(|p| p.lane == lane).count() as u64;
-                    if n > 0 {
-                        self.metrics
-                            .enqueued
-                            .get_or_create(&LaneLabel {
-                                lane: lane.as_str(),
-                            })
-                            .inc_by(n);
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.error(e.kind());
-                Err(Arc::new(e))
-            }
-        };
+        drop(events);
         for pending in batch {
             let _ = pending.ack.send(answer.clone());
+        }
+    }
+
+    /// Writes `events` to Redis by `until`, retrying once on a new connection after a
+    /// transient failure; counts what Redis took by lane and what failed by kind.
+    pub(crate) async fn send_until(
+        &self,
+        events: &[(Lane, &[u8])],
+        shard: usize,
+        until: Instant,
+    ) -> Result<(), QueueError> {
+        let mut result = timeout_at(until, self.send(events, shard)).await;
+        if let Ok(Err(e)) = &result
+            && e.is_transient()
+        {
+            self.metrics.error(e.kind());
+            result = timeout_at(until, self.send(events, shard)).await;
+        }
+        let result = result.unwrap_or(Err(QueueError::Timeout(self.deadline)));
+        match &result {
+            Ok(trimmed) => {
+                self.metrics.overflow_trimmed.inc_by(*trimmed);
+                count_by_lane(events, &self.metrics.enqueued);
+            }
+            Err(e) => self.metrics.error(e.kind()),
+        }
+        result.map(|_| ())
+    }
+
+    /// The next shard in turn that is not marked down; `None` when all are.
+    pub(crate) fn pick_shard(&self) -> Option<usize> {
+        let n = self.down.len();
+        let start = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&s| !self.down[s].load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn mark_down(&self, shard: usize, error: &QueueError) {
+        if !self.down[shard].swap(true, Ordering::Relaxed) {
+            self.metrics.shards_down.inc();
+            tracing::warn!(%error, shard, "redis did not take a batch: spooling this shard's batches until it answers");
+        }
+    }
+
+    /// Appends the batch to the spool on a blocking thread (one write, one `fdatasync`).
+    async fn spool_batch(&self, events: &[(Lane, &[u8])]) -> Ack {
+        let Some(spool) = self.spool.clone() else {
+            return Err(EnqueueError::Closed);
+        };
+        let owned: Vec<(Lane, Vec<u8>)> = events.iter().map(|&(l, p)| (l, p.to_vec())).collect();
+        let appending = spool.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            appending.append(owned.iter().map(|(lane, payload)| (*lane, &payload[..])))
+        })
+        .await;
+        // A panic in the blocking task acknowledged nothing: report the batch as not stored.
+        let Ok(result) = appended else {
+            return Err(EnqueueError::Closed);
+        };
+        self.metrics.spool_gauges(spool.stats());
+        match result {
+            Ok(()) => {
+                count_by_lane(events, &self.metrics.spooled);
+                Ok(Stored::Spool)
+            }
+            Err(e) => Err(EnqueueError::Spool(Arc::new(e))),
         }
     }
 
     /// Writes the batch: one command (or pipeline) for the main lane, and one atomic
     /// `RPUSH`+`LTRIM` for the overflow lane when the batch has any. Returns how many overflow
     /// events were trimmed beyond the cap (exact, since push and trim are one transaction).
-    async fn send(&self, batch: &[Pending], shard: usize) -> Result<u64, QueueError> {
+    async fn send(&self, batch: &[(Lane, &[u8])], shard: usize) -> Result<u64, QueueError> {
         let mut conn = self.pool.get().await?;
-        let lane = |lane| batch.iter().filter(move |p: &&Pending| p.lane == lane);
+        let lane = |lane| {
+            batch
+                .iter()
+                .filter(move |(l, _)| *l == lane)
+                .map(|&(_, payload)| payload)
+        };
         if lane(Lane::Main).next().is_some() {
             let queue = &self.layout.shards[shard].queue;
             let mut pipe = Pipeline::new();
             match self.mode {
                 QueueMode::List => {
                     let cmd = pipe.cmd("RPUSH").arg(queue);
-                    for p in lane(Lane::Main) {
-                        cmd.arg(&p.payload);
+                    for payload in lane(Lane::Main) {
+                        cmd.arg(payload);
                     }
                     pipe.ignore();
                 }
                 QueueMode::Stream => {
-                    for p in lane(Lane::Main) {
+                    for payload in lane(Lane::Main) {
                         pipe.cmd("XADD")
                             .arg(queue)
                             .arg("MAXLEN")
                             .arg("~")
                             .arg(self.stream_maxlen);
-                        pipe.arg("*").arg("event").arg(&p.payload).ignore();
+                        pipe.arg("*").arg("event").arg(payload).ignore();
                     }
                 }
             }
@@ -283,8 +361,8 @@ impl Writer {
         }
         let mut pipe = Pipeline::new();
         let cmd = pipe.atomic().cmd("RPUSH").arg(&self.layout.overflow);
-        for p in lane(Lane::Overflow) {
-            cmd.arg(&p.payload);
+        for payload in lane(Lane::Overflow) {
+            cmd.arg(payload);
         }
         let keep = -i64::try_from(self.overflow_cap).unwrap_or(i64::MAX);
         pipe.cmd("LTRIM")
@@ -295,5 +373,25 @@ impl Writer {
         let sent: Result<(u64,), _> = pipe.query_async(&mut conn).await;
         let (len,) = sent.map_err(|e| QueueError::from(e).on_key(&self.layout.overflow))?;
         Ok(len.saturating_sub(self.overflow_cap))
+    }
+}
+
+/// Adds each lane's count of `events` to `counter`.
+fn count_by_lane(
+    events: &[(Lane, &[u8])],
+    counter: &prometheus_client::metrics::family::Family<
+        LaneLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) {
+    for lane in [Lane::Main, Lane::Overflow] {
+        let n = events.iter().filter(|(l, _)| *l == lane).count() as u64;
+        if n > 0 {
+            counter
+                .get_or_create(&LaneLabel {
+                    lane: lane.as_str(),
+                })
+                .inc_by(n);
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! - [`pool`]: deadpool-redis over one server or a cluster, timeouts always set.
 //! - [`layout`]: the key names, with hash-tagged shards on a cluster.
 //! - [`enqueue`]: the edge's side, group commit: many events, few commands, each caller
-//!   acknowledged only once its batch is in Redis.
+//!   acknowledged only once its batch is in Redis or, past `queue.ack_timeout`, in the disk
+//!   spool (`pixelgate_spool`); `replay.rs` moves spooled events back once Redis answers.
 //! - [`lease`]: list mode, drain side: Lua leases, so a crashed drain loses nothing.
 //! - [`stream`]: stream mode, drain side: the consumer group `pixelgate-drain`.
 //! - [`metrics`]: counters, histograms and gauges for `/metrics` and `/readyz`.
@@ -19,17 +20,19 @@ pub mod layout;
 pub mod lease;
 pub mod metrics;
 pub mod pool;
+mod replay;
 pub mod stream;
 
 use std::{sync::Arc, time::Duration};
 
 use pixelgate_core::Timestamp;
+use pixelgate_spool::Spool;
 use prometheus_client::registry::Registry;
 use tokio::time::timeout;
 
 pub use crate::{
     config::{QueueConfig, QueueMode, RedisConfig},
-    enqueue::{EnqueueError, Enqueuer, Lane},
+    enqueue::{EnqueueError, Enqueuer, Lane, Stored},
     error::QueueError,
     layout::{Layout, ShardKeys},
     lease::{Lease, Leases},
@@ -59,8 +62,9 @@ pub struct Queue {
     command_timeout: Duration,
 }
 
-/// The running enqueuer's writer task. [`WriterHandle::flushed`] completes after every
-/// [`Enqueuer`] clone is dropped and the last batch has been answered.
+/// The running enqueuer's writer task (and replayer). [`WriterHandle::flushed`] completes
+/// after every [`Enqueuer`] clone is dropped, the last batch has been answered and the
+/// replayer has stopped.
 #[derive(Debug)]
 pub struct WriterHandle(tokio::task::JoinHandle<()>);
 
@@ -98,15 +102,17 @@ impl Queue {
         self.pool.status()
     }
 
-    /// Starts the group-commit writer and returns the handle to enqueue through.
-    pub fn start_enqueuer(&self) -> (Enqueuer, WriterHandle) {
-        let (enqueuer, handle) = enqueue::start(
+    /// Starts the group-commit writer and returns the handle to enqueue through. With a
+    /// spool, batches Redis does not take in time go there, and a replayer moves them back.
+    pub fn start_enqueuer(&self, spool: Option<Arc<Spool>>) -> (Enqueuer, WriterHandle) {
+        let (enqueuer, done) = enqueue::start(
             self.pool.clone(),
             self.layout.clone(),
             &self.config,
             self.metrics.clone(),
+            spool,
         );
-        (enqueuer, WriterHandle(handle))
+        (enqueuer, WriterHandle(tokio::spawn(done)))
     }
 
     /// Leasing access to the given shards (list mode).

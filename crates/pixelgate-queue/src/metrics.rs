@@ -41,6 +41,13 @@ pub struct QueueMetrics {
     pub pool_open: Gauge,
     pub pool_idle: Gauge,
     pub pool_waiting: Gauge,
+    pub spooled: Family<LaneLabel, Counter>,
+    pub replayed: Counter,
+    pub spool_damaged: Family<KindLabel, Counter>,
+    pub spool_damaged_bytes: Counter,
+    pub spool_bytes: Gauge,
+    pub spool_segments: Gauge,
+    pub shards_down: Gauge,
 }
 
 impl QueueMetrics {
@@ -70,6 +77,13 @@ impl QueueMetrics {
             pool_open: Gauge::default(),
             pool_idle: Gauge::default(),
             pool_waiting: Gauge::default(),
+            spooled: Family::default(),
+            replayed: Counter::default(),
+            spool_damaged: Family::default(),
+            spool_damaged_bytes: Counter::default(),
+            spool_bytes: Gauge::default(),
+            spool_segments: Gauge::default(),
+            shards_down: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("pixelgate");
         r.register(
@@ -152,7 +166,51 @@ impl QueueMetrics {
             "Tasks waiting for a pooled connection",
             m.pool_waiting.clone(),
         );
+        r.register(
+            "spool_events",
+            "Events written to the disk spool because Redis did not take them in time, by lane",
+            m.spooled.clone(),
+        );
+        r.register(
+            "spool_replayed_events",
+            "Spooled events Redis has since acknowledged",
+            m.replayed.clone(),
+        );
+        r.register(
+            "spool_damaged_regions",
+            "Damaged parts of replayed spool segments, skipped: kind=corrupt (bad checksum, \
+             length or lane) or kind=truncated_tail (a write cut short by a crash)",
+            m.spool_damaged.clone(),
+        );
+        r.register(
+            "spool_damaged_bytes",
+            "Bytes of replayed spool segments skipped as damaged",
+            m.spool_damaged_bytes.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes in the spool's segment files (spool.max_bytes is the cap)",
+            m.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_segments",
+            "Segment files in the spool, the one being written included",
+            m.spool_segments.clone(),
+        );
+        r.register(
+            "redis_shards_down",
+            "Queue shards whose batches go to the spool until Redis answers again",
+            m.shards_down.clone(),
+        );
         m
+    }
+
+    /// Copies what the spool holds into the gauges.
+    pub(crate) fn spool_gauges(&self, stats: &pixelgate_spool::SpoolStats) {
+        self.spool_bytes
+            .set(i64::try_from(stats.bytes()).unwrap_or(i64::MAX));
+        self.spool_segments
+            .set(i64::try_from(stats.segments()).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn error(&self, kind: &'static str) {

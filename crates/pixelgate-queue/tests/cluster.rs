@@ -88,7 +88,7 @@ async fn produce(enqueuer: &Enqueuer, producers: usize, each: usize) -> Vec<Stri
 async fn events_spread_over_one_shard_per_master() {
     let cluster = RedisCluster::start(3);
     let (queue, _registry) = cluster_queue(&cluster, QueueConfig::default());
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let acked = produce(&enqueuer, 30, 100).await;
     drop(enqueuer);
     writer.flushed().await;
@@ -115,7 +115,7 @@ async fn events_spread_over_one_shard_per_master() {
 async fn a_drain_works_on_whole_shards_and_sees_every_event_once() {
     let cluster = RedisCluster::start(3);
     let (queue, _registry) = cluster_queue(&cluster, QueueConfig::default());
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     let acked = produce(&enqueuer, 9, 100).await;
     let shards = queue.layout().shards.clone();
     let owner: Vec<_> = shards
@@ -188,7 +188,7 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
         ..QueueConfig::default()
     };
     let (queue, _registry) = cluster_queue(&cluster, config);
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let shards = queue.layout().shards.clone();
     let victim = cluster.node_for_key(&shards[0].queue);
 
@@ -204,7 +204,7 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
                 while !stop.load(Ordering::Relaxed) {
                     let e = event(p * 1_000_000 + i);
                     match enqueuer.enqueue(&e, Lane::Main).await {
-                        Ok(()) => acked.lock().unwrap().push(e.id.to_string()),
+                        Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
                         Err(_) => _ = failures.fetch_add(1, Ordering::Relaxed),
                     }
                     i += 1;
@@ -238,7 +238,7 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
         );
         let e = event(9_000_000 + in_a_row);
         match enqueuer.enqueue(&e, Lane::Main).await {
-            Ok(()) => {
+            Ok(_) => {
                 acked.lock().unwrap().push(e.id.to_string());
                 in_a_row += 1;
             }

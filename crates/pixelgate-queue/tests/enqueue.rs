@@ -19,7 +19,7 @@ fn nz(n: usize) -> NonZeroUsize {
 async fn many_events_become_few_commands() {
     let server = RedisServer::start();
     let (queue, registry) = queue(&server, QueueConfig::default());
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let before = calls(&server, "rpush");
     let producers = 256;
     let per_producer = 40;
@@ -65,7 +65,7 @@ async fn many_events_become_few_commands() {
 async fn an_acknowledged_event_is_already_in_redis() {
     let server = RedisServer::start();
     let (queue, _registry) = queue(&server, QueueConfig::default());
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     for n in 0..20 {
         let e = event(n);
         enqueuer.enqueue(&e, Lane::Main).await.unwrap();
@@ -85,7 +85,7 @@ async fn an_acknowledged_event_is_already_in_redis() {
 async fn events_keep_the_id_they_were_born_with() {
     let server = RedisServer::start();
     let (queue, _registry) = queue(&server, QueueConfig::default());
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     let e = event(1);
     enqueuer.enqueue(&e, Lane::Main).await.unwrap();
     let stored = server.call(&["LPOP", "pixelgate:events"]).text().unwrap();
@@ -103,7 +103,7 @@ async fn stream_mode_writes_one_entry_per_event() {
         ..QueueConfig::default()
     };
     let (queue, _registry) = queue(&server, config);
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     let events: Vec<_> = (0..50).map(event).collect();
     let mut waits = Vec::new();
     for e in &events {
@@ -145,7 +145,7 @@ async fn the_overflow_lane_is_capped_and_counts_what_it_trims() {
         ..QueueConfig::default()
     };
     let (queue, registry) = queue(&server, config);
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     for n in 0..25 {
         enqueuer.enqueue(&event(n), Lane::Overflow).await.unwrap();
     }
@@ -181,7 +181,7 @@ async fn a_full_channel_answers_at_once_with_its_own_error() {
         ..QueueConfig::default()
     };
     let (queue, _registry) = queue(&server, config);
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     server.freeze(true);
     // One batch hangs on the frozen Redis; two events wait in the channel; the rest bounce.
     let mut waits = Vec::new();
@@ -208,7 +208,7 @@ async fn a_wrong_key_type_is_a_clear_error() {
     let server = RedisServer::start();
     server.call(&["SET", "pixelgate:events", "not a list"]);
     let (queue, registry) = queue(&server, QueueConfig::default());
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     let err = enqueuer.enqueue(&event(1), Lane::Main).await.unwrap_err();
     let EnqueueError::Failed(cause) = &err else {
         panic!("{err:?}")
@@ -236,7 +236,7 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
         ..QueueConfig::default()
     };
     let (queue, _registry) = queue(&server, config);
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     let enqueuer = Arc::new(enqueuer);
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut producers = Vec::new();
@@ -247,7 +247,7 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
             for i in 0..300 {
                 let e = event(p * 1000 + i);
                 match enqueuer.enqueue(&e, Lane::Main).await {
-                    Ok(()) => acked.lock().unwrap().push(e.id.to_string()),
+                    Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
                     Err(_) => failures += 1,
                 }
                 if i % 50 == 0 {

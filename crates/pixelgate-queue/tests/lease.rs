@@ -16,7 +16,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// A queue holding events `0..n` and leasing access to its one shard.
 async fn filled(server: &RedisServer, n: usize) -> (pixelgate_queue::Queue, Leases) {
     let (queue, _registry) = queue(server, QueueConfig::default());
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     for i in 0..n {
         enqueuer.enqueue(&event(i), Lane::Main).await.unwrap();
     }

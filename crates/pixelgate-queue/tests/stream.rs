@@ -19,7 +19,7 @@ async fn filled(server: &RedisServer, n: usize) -> Queue {
         ..QueueConfig::default()
     };
     let (queue, _registry) = queue(server, config);
-    let (enqueuer, writer) = queue.start_enqueuer();
+    let (enqueuer, writer) = queue.start_enqueuer(None);
     for i in 0..n {
         enqueuer.enqueue(&event(i), Lane::Main).await.unwrap();
     }
@@ -77,7 +77,7 @@ async fn a_blocked_read_returns_what_arrives() {
         let consumer = consumer.clone();
         async move { consumer.read(0, 10, Duration::from_secs(10)).await }
     });
-    let (enqueuer, _writer) = queue.start_enqueuer();
+    let (enqueuer, _writer) = queue.start_enqueuer(None);
     enqueuer.enqueue(&event(42), Lane::Main).await.unwrap();
     let batch = reader.await.unwrap().unwrap();
     assert_eq!(numbers(&[&batch.entries[0].payload]), [42]);

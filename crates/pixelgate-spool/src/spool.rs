@@ -160,6 +160,7 @@ pub struct Spool {
     dir: PathBuf,
     segment_bytes: u64,
     max_bytes: u64,
+    retry_interval: Duration,
     inner: Mutex<Inner>,
     stats: SpoolStats,
     /// Held for the life of the spool: its `flock` keeps other processes out.
@@ -230,6 +231,7 @@ impl Spool {
         Ok(Self {
             segment_bytes: config.segment_bytes.get(),
             max_bytes: config.max_bytes.get(),
+            retry_interval: config.retry_interval,
             inner: Mutex::new(Inner {
                 current: None,
                 next_seq: found.last().map_or(1, |s| s.seq + 1),
@@ -251,6 +253,11 @@ impl Spool {
     }
 
     /// Whether the spool has reached `spool.max_bytes`.
+    /// `spool.retry_interval`, for the replayer.
+    pub fn retry_interval(&self) -> Duration {
+        self.retry_interval
+    }
+
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }

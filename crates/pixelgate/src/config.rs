@@ -18,6 +18,7 @@ pub use pixelgate_edge::config::{
     ClickConfig, EdgeConfig, PublicUrl, RateLimitConfig, ServerConfig, TlsConfig,
 };
 pub use pixelgate_queue::config::{QueueConfig, QueueMode, RedisConfig, RedisKey, RedisUrl};
+pub use pixelgate_spool::SpoolConfig;
 use serde::Deserialize;
 
 /// Where the configuration file is looked for when `-c` is not given.
@@ -41,6 +42,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `[queue]`: the Redis keys events are written to.
     pub queue: QueueConfig,
+    /// `[spool]`: where the edge keeps events Redis did not take in time.
+    pub spool: SpoolConfig,
     /// `[drain]`: where the drain worker writes.
     pub drain: DrainConfig,
     /// `[log]`: how the process logs.
@@ -200,11 +203,12 @@ impl Config {
             source,
         })?;
         let mut config = Self::from_toml(&text).map_err(|e| e.at(path, &text))?;
-        if let Some(dir) = &mut config.signing.key_dir
-            && dir.is_relative()
-        {
-            let base = path.parent().unwrap_or(Path::new("."));
-            *dir = base.join(&*dir);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let dirs = [config.signing.key_dir.as_mut(), Some(&mut config.spool.dir)];
+        for dir in dirs.into_iter().flatten() {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
         }
         Ok(config)
     }
@@ -293,6 +297,17 @@ impl Config {
         self.queue
             .validate(&self.redis)
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        self.spool
+            .validate()
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        if self.queue.channel_capacity < self.server.max_in_flight {
+            // Each request in flight holds at most one event, so with room for all of them
+            // an enqueue never finds the channel full and every answered event is stored.
+            return Err(ConfigError::invalid(
+                "queue.channel_capacity",
+                "must be at least server.max_in_flight",
+            ));
+        }
         let shards = if self.redis.is_cluster() {
             usize::from(self.queue.shards.get())
         } else {

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use pixelgate_edge::{Listeners, Parts, tls};
 use pixelgate_queue::Queue;
+use pixelgate_spool::Spool;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -43,6 +44,17 @@ async fn run(
             edge.server.listen, edge.server.admin_listen
         )
     })?;
+    // Opened before anything is served: a spool another process holds, or one that cannot be
+    // written, fails the start. Whatever a previous run left in it is replayed once Redis answers.
+    let spool = Spool::open(&config.spool)?;
+    if spool.stats().bytes() > 0 {
+        tracing::info!(
+            dir = %spool.dir().display(),
+            bytes = spool.stats().bytes(),
+            segments = spool.stats().segments(),
+            "the spool holds events from a previous run; they will be replayed"
+        );
+    }
     let mut registry = Registry::default();
     let queue = Queue::new(&config.redis, &config.queue, &mut registry)?;
     let keys = Arc::new(ArcSwap::from_pointee(keys));
@@ -74,6 +86,7 @@ async fn run(
         queue,
         registry,
         tls,
+        spool: Arc::new(spool),
     };
     pixelgate_edge::run(edge, listeners, parts, shutdown).await?;
     reloader.abort();

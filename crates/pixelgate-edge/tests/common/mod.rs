@@ -25,6 +25,7 @@ use hyper_util::{
 use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
 use pixelgate_edge::{EdgeConfig, Listeners, Parts, tls};
 use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
+use pixelgate_spool::{Spool, SpoolConfig};
 use pixelgate_tests::RedisServer;
 pub use pixelgate_tests::{eventually, sample};
 use prometheus_client::registry::Registry;
@@ -61,6 +62,8 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
     client: HttpClient,
+    /// The spool's directory, removed when the server is dropped.
+    spool_dir: tempfile::TempDir,
 }
 
 /// The configuration of a server about to start; tweak it with the closures.
@@ -69,12 +72,20 @@ pub struct Builder {
     redis: RedisConfig,
     queue: QueueConfig,
     edge: EdgeConfig,
+    /// The spool's settings; its directory is always a fresh temporary one.
+    spool: SpoolConfig,
 }
 
 impl Builder {
     /// Changes the edge's configuration (`[server]`, `[rate_limit]`, `[tls]`, `[click]`).
     pub fn edge(mut self, f: impl FnOnce(&mut EdgeConfig)) -> Self {
         f(&mut self.edge);
+        self
+    }
+
+    /// Changes `[spool]` (but for `dir`).
+    pub fn spool(mut self, f: impl FnOnce(&mut SpoolConfig)) -> Self {
+        f(&mut self.spool);
         self
     }
 
@@ -97,11 +108,18 @@ impl Builder {
         let tls = tls::load(&self.edge.tls)
             .expect("test certificates load")
             .map(|c| Arc::new(ArcSwap::new(c)));
+        let spool_dir = tempfile::tempdir().expect("a spool directory");
+        let spool = Spool::open(&SpoolConfig {
+            dir: spool_dir.path().to_owned(),
+            ..self.spool
+        })
+        .expect("the spool opens");
         let parts = Parts {
             keys: keys.clone(),
             queue,
             registry,
             tls,
+            spool: Arc::new(spool),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -116,6 +134,7 @@ impl Builder {
             stop: Some(stop),
             task: Some(task),
             client: http_client(),
+            spool_dir,
         }
     }
 }
@@ -140,6 +159,11 @@ impl TestServer {
                 ..QueueConfig::default()
             },
             edge,
+            // Quick to notice Redis is back, so replay tests finish soon.
+            spool: SpoolConfig {
+                retry_interval: Duration::from_millis(100),
+                ..SpoolConfig::default()
+            },
         }
     }
 
