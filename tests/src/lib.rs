@@ -10,10 +10,13 @@
 //!   never a skipped test.
 //!
 //! - [`SqlServer`]: MariaDB or PostgreSQL with a database `pixelgate`, for the drain's sinks.
+//! - [`load`]: an HTTP load generator that records which requests were answered, for fault
+//!   tests that compare answers with what reached Redis.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A harness that cannot start must panic loudly.
 
 pub mod cluster;
+pub mod load;
 pub mod redis;
 pub mod resp;
 pub mod sql;

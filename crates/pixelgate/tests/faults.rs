@@ -1,0 +1,352 @@
+//! The fault suite: `pixelgate serve` as a process under load while Redis is killed, frozen,
+//! paused or full, while the edge itself is killed holding a spool, and on SIGTERM.
+//!
+//! Each case asserts the two halves of the durability promise with an exact comparison: every
+//! request got its answer (200 GIF for pixels, 302 for clicks; none failed), and every answered
+//! request's event is in Redis once it has recovered. The load generator numbers requests, and
+//! request n carries message id `m-n`, so "answered" and "stored" are the same set of numbers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
+use pixelgate_tests::{
+    RedisOptions, RedisServer, free_port,
+    load::{Load, Outcome, Report},
+    wait_for,
+};
+
+const CONNECTIONS: usize = 16;
+const LOAD_BEFORE: Duration = Duration::from_millis(700);
+const FAULT: Duration = Duration::from_millis(1500);
+const LOAD_AFTER: Duration = Duration::from_millis(700);
+
+/// `pixelgate serve` on free ports with its own spool directory.
+struct Edge {
+    child: Child,
+    public: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Edge {
+    fn start(redis: &RedisServer, dir: &Path, secret: &str) -> Self {
+        let config = dir.join("pixelgate.toml");
+        std::fs::write(
+            &config,
+            "[queue]\nack_timeout = \"300ms\"\n\
+             [spool]\ndir = \"spool\"\nretry_interval = \"100ms\"\n\
+             [log]\nlevel = \"warn\"\n",
+        )
+        .unwrap();
+        let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = dir.join(format!("edge-{}.log", public.port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("PIXELGATE_LISTEN", public.to_string())
+            .env("PIXELGATE_ADMIN_LISTEN", admin.to_string())
+            .env("PIXELGATE_REDIS_URL", redis.url())
+            .env("PIXELGATE_SIGNING_KEY", secret)
+            .env_remove("PIXELGATE_QUEUE_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let edge = Self {
+            child,
+            public,
+            admin,
+            log,
+        };
+        wait_for(
+            "the edge to serve /healthz",
+            Duration::from_secs(20),
+            || (get(edge.admin, "/healthz").0 == 200).then_some(()),
+        );
+        edge
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status once the edge has flushed and stopped.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        wait_for("the edge to exit", Duration::from_secs(30), || {
+            self.child.try_wait().unwrap()
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `GET` on a fresh connection: the status and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A signing secret for the edge (`PIXELGATE_SIGNING_KEY`, key id 0) and the keyring that
+/// seals the load's tokens with it.
+fn keys() -> (String, Keyring) {
+    let secret = Secret::generate().unwrap();
+    let text = secret.to_string();
+    (text, Keyring::new([(KeyId(0), secret)]).unwrap())
+}
+
+/// Request n: a click when n is a multiple of 4, else a pixel; message id `m-n`.
+fn path(keys: &Keyring, n: usize) -> String {
+    let ids = Ids::new("acme", "faults", format!("m-{n}"), "r-1").unwrap();
+    if n % 4 == 0 {
+        let dest = Destination::parse("https://example.com/landing").unwrap();
+        format!("/c/{}", keys.seal(&Claims::click(ids, dest)))
+    } else {
+        format!("/o/{}.gif", keys.seal(&Claims::open(ids)))
+    }
+}
+
+fn expected_status(n: usize) -> u16 {
+    if n % 4 == 0 { 302 } else { 200 }
+}
+
+fn start_load(edge: &Edge, keys: Keyring) -> Load {
+    Load::start(edge.public, CONNECTIONS, move |n| path(&keys, n))
+}
+
+/// The request numbers answered with their right status; panics on any other answer.
+fn answered(report: &Report, edge_log: &str) -> BTreeSet<usize> {
+    let wrong: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter_map(|&(n, o)| match o {
+            Outcome::Answered(s) if s != expected_status(n) => Some((n, s)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} requests got a wrong answer, e.g. {:?}\n{edge_log}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    // Every answer had its right status, so the answered requests are all that matter now.
+    let ok: BTreeSet<usize> = report
+        .outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Answered(_)))
+        .map(|&(n, _)| n)
+        .collect();
+    assert!(
+        ok.len() > 100,
+        "too little load to prove anything: {}",
+        ok.len()
+    );
+    ok
+}
+
+/// The message numbers of the events in Redis.
+fn stored(redis: &RedisServer) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for key in ["pixelgate:events", "pixelgate:overflow"] {
+        for json in redis.call(&["LRANGE", key, "0", "-1"]).texts() {
+            let event = Event::from_json(json.as_bytes()).unwrap();
+            out.insert(event.message.trim_start_matches("m-").parse().unwrap());
+        }
+    }
+    out
+}
+
+/// Waits until every answered request's event is in Redis.
+fn all_stored(redis: &RedisServer, answered: &BTreeSet<usize>, edge_log: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = stored(redis);
+        let missing: Vec<_> = answered.difference(&stored).take(10).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} answered events are not in redis, e.g. {missing:?}\n{edge_log}",
+            answered.difference(&stored).count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the load around `fault` (and `recover`), then checks every answer and every event.
+fn under_load(
+    redis: &mut RedisServer,
+    fault: impl FnOnce(&mut RedisServer),
+    recover: impl FnOnce(&mut RedisServer),
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, keys) = keys();
+    let edge = Edge::start(redis, dir.path(), &secret);
+    let load = start_load(&edge, keys);
+    std::thread::sleep(LOAD_BEFORE);
+    fault(redis);
+    std::thread::sleep(FAULT);
+    recover(redis);
+    std::thread::sleep(LOAD_AFTER);
+    let report = load.stop();
+    assert_eq!(report.unanswered(), 0, "requests failed\n{}", edge.log());
+    let answered = answered(&report, &edge.log());
+    all_stored(redis, &answered, &edge.log());
+    let status = edge.terminate();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn redis_killed_under_load_and_restarted() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        appendonly: true,
+        ..RedisOptions::default()
+    });
+    under_load(&mut redis, RedisServer::kill, RedisServer::restart);
+}
+
+#[test]
+fn redis_frozen_under_load() {
+    let mut redis = RedisServer::start();
+    under_load(&mut redis, |r| r.freeze(true), |r| r.freeze(false));
+}
+
+#[test]
+fn redis_pausing_writes_under_load() {
+    let mut redis = RedisServer::start();
+    let millis = FAULT.as_millis().to_string();
+    under_load(
+        &mut redis,
+        |r| {
+            r.call(&["CLIENT", "PAUSE", &millis, "WRITE"]);
+        },
+        |_| {},
+    );
+}
+
+#[test]
+fn redis_refusing_writes_under_load() {
+    let mut redis = RedisServer::start();
+    under_load(
+        &mut redis,
+        |r| {
+            let info = r.call(&["INFO", "memory"]).text().unwrap();
+            let used: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            r.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+            r.call(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]);
+        },
+        |r| {
+            r.call(&["CONFIG", "SET", "maxmemory", "0"]);
+        },
+    );
+}
+
+#[test]
+fn the_edge_killed_holding_a_spool_replays_it_after_a_restart() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, keys) = keys();
+    let edge = Edge::start(&redis, dir.path(), &secret);
+    redis.kill();
+    let load = start_load(&edge, keys);
+    wait_for("the spool to fill", Duration::from_secs(20), || {
+        (load.answered() > 500).then_some(())
+    });
+    let mut edge = edge;
+    edge.child.kill().unwrap(); // SIGKILL, requests in flight
+    edge.child.wait().unwrap();
+    let log = edge.log();
+    let report = load.stop();
+    let answered = answered(&report, &log);
+    let segments = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(segments > 0, "the killed edge left its spool");
+
+    redis.restart();
+    let edge = Edge::start(&redis, dir.path(), &secret);
+    all_stored(&redis, &answered, &edge.log());
+    let (status, body) = get(edge.admin, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let status = edge.terminate();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigterm_under_load_stores_every_answered_event_before_exit() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, keys) = keys();
+    let edge = Edge::start(&redis, dir.path(), &secret);
+    let load = start_load(&edge, keys);
+    std::thread::sleep(LOAD_BEFORE);
+    edge.signal("TERM");
+    let mut edge = edge;
+    let status = wait_for("the edge to exit", Duration::from_secs(30), || {
+        edge.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}\n{}", edge.log());
+    let report = load.stop();
+    let answered = answered(&report, &edge.log());
+    // No waiting: the edge flushed before it exited.
+    let stored = stored(&redis);
+    let missing: Vec<_> = answered.difference(&stored).take(10).collect();
+    assert!(missing.is_empty(), "answered but not stored: {missing:?}");
+}
