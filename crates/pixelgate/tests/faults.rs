@@ -140,7 +140,7 @@ fn keys() -> (String, Keyring) {
 /// Request n: a click when n is a multiple of 4, else a pixel; message id `m-n`.
 fn path(keys: &Keyring, n: usize) -> String {
     let ids = Ids::new("acme", "faults", format!("m-{n}"), "r-1").unwrap();
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         let dest = Destination::parse("https://example.com/landing").unwrap();
         format!("/c/{}", keys.seal(&Claims::click(ids, dest)))
     } else {
@@ -149,7 +149,7 @@ fn path(keys: &Keyring, n: usize) -> String {
 }
 
 fn expected_status(n: usize) -> u16 {
-    if n % 4 == 0 { 302 } else { 200 }
+    if n.is_multiple_of(4) { 302 } else { 200 }
 }
 
 fn start_load(edge: &Edge, keys: Keyring) -> Load {
