@@ -350,3 +350,98 @@ fn sigterm_under_load_stores_every_answered_event_before_exit() {
     let missing: Vec<_> = answered.difference(&stored).take(10).collect();
     assert!(missing.is_empty(), "answered but not stored: {missing:?}");
 }
+
+#[test]
+fn a_damaged_spool_is_replayed_as_far_as_it_is_intact_and_counted() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    // A spool as a bad disk and a crash could leave it: garbage, an empty file, a file with
+    // only a header, and a real segment with a flipped bit and a torn tail.
+    let events: Vec<Vec<u8>> = (0..50)
+        .map(|n| {
+            let ids = Ids::new("acme", "faults", format!("m-{n}"), "r-1").unwrap();
+            Event::born(
+                Claims::open(ids),
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                "ua",
+                std::time::SystemTime::now(),
+            )
+            .to_json()
+        })
+        .collect();
+    let mut segment = pixelgate_spool::frame::MAGIC.to_vec();
+    for e in &events {
+        pixelgate_spool::frame::encode(pixelgate_spool::Lane::Main, e, &mut segment).unwrap();
+    }
+    let second = pixelgate_spool::frame::MAGIC.len() + 9 + events[0].len();
+    segment[second + 30] ^= 0x04;
+    segment.truncate(segment.len() - 3);
+    std::fs::write(spool.join(format!("{:020}.seg", 1)), &segment).unwrap();
+    std::fs::write(
+        spool.join(format!("{:020}.seg", 2)),
+        b"\x00garbage\xffnot a spool",
+    )
+    .unwrap();
+    std::fs::write(spool.join(format!("{:020}.seg", 3)), b"").unwrap();
+    std::fs::write(
+        spool.join(format!("{:020}.seg", 4)),
+        pixelgate_spool::frame::MAGIC,
+    )
+    .unwrap();
+
+    let (secret, _) = keys();
+    let edge = Edge::start(&redis, dir.path(), &secret);
+    let expected: BTreeSet<usize> = (0..49).filter(|&n| n != 1).collect();
+    wait_for("the spool to be replayed", Duration::from_secs(20), || {
+        (stored(&redis) == expected).then_some(())
+    });
+    let (status, metrics) = get(edge.admin, "/metrics");
+    assert_eq!(status, 200);
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        count("pixelgate_spool_damaged_regions_total{kind=\"corrupt\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        count("pixelgate_spool_damaged_regions_total{kind=\"truncated_tail\"}"),
+        Some(1.0)
+    );
+    assert_eq!(count("pixelgate_spool_replayed_events_total"), Some(48.0));
+    let (status, body) = get(edge.admin, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"spool_bytes\":0"), "{body}");
+    assert!(
+        edge.log()
+            .contains("skipped a damaged part of a spool segment")
+    );
+}
+
+#[test]
+fn a_second_edge_on_the_same_spool_refuses_to_start() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = keys();
+    let _first = Edge::start(&redis, dir.path(), &secret);
+    let output = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
+        .args(["serve", "-c"])
+        .arg(dir.path().join("pixelgate.toml"))
+        .env("PIXELGATE_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "PIXELGATE_ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("PIXELGATE_REDIS_URL", redis.url())
+        .env("PIXELGATE_SIGNING_KEY", &secret)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+}
