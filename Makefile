@@ -101,6 +101,12 @@ bench: deps ## Run the benchmarks of docs/benchmarks.md (enqueue; drain of 1M ev
 	$(CARGO) bench -p pixelgate-queue --bench enqueue
 	$(CARGO) bench -p pixelgate-drain --bench drain
 
+# The fault suite with long outages: each fault lasts SOAK_SECONDS under load (docs/operations.md).
+SOAK_SECONDS ?= 60
+.PHONY: soak
+soak: deps ## Run the fault suite with long outages under load (SOAK_SECONDS=60 per fault)
+	PIXELGATE_FAULT_SECONDS=$(SOAK_SECONDS) $(CARGO) test --locked -p pixelgate --test faults -- --test-threads 1
+
 .PHONY: build
 build: ## Build the release binary (target/release/pixelgate)
 	$(CARGO) build --release --locked -p pixelgate

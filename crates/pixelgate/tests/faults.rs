@@ -26,8 +26,16 @@ use pixelgate_tests::{
 
 const CONNECTIONS: usize = 16;
 const LOAD_BEFORE: Duration = Duration::from_millis(700);
-const FAULT: Duration = Duration::from_millis(1500);
 const LOAD_AFTER: Duration = Duration::from_millis(700);
+
+/// How long each fault lasts: 1.5 s in `make test`; `make soak` sets
+/// `PIXELGATE_FAULT_SECONDS` for long outages under load.
+fn fault_duration() -> Duration {
+    std::env::var("PIXELGATE_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_millis(1500), Duration::from_secs_f64)
+}
 
 /// `pixelgate serve` on free ports with its own spool directory.
 struct Edge {
@@ -229,7 +237,7 @@ fn under_load(
     let load = start_load(&edge, keys);
     std::thread::sleep(LOAD_BEFORE);
     fault(redis);
-    std::thread::sleep(FAULT);
+    std::thread::sleep(fault_duration());
     recover(redis);
     std::thread::sleep(LOAD_AFTER);
     let report = load.stop();
@@ -258,7 +266,7 @@ fn redis_frozen_under_load() {
 #[test]
 fn redis_pausing_writes_under_load() {
     let mut redis = RedisServer::start();
-    let millis = FAULT.as_millis().to_string();
+    let millis = fault_duration().as_millis().to_string();
     under_load(
         &mut redis,
         |r| {
