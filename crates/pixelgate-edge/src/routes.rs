@@ -1,9 +1,9 @@
 //! Routing and the handlers: `pixel`, `click`, `healthz`, `readyz`, `test`, `metrics`.
 //!
-//! A tracking request is answered only after its event is acknowledged by the enqueuer (or
-//! `queue.ack_timeout` passed): a pixel is always the GIF and a valid click always its `302`,
-//! whatever Redis does. A token that does not open records nothing; for a click it is `404`
-//! and never a redirect.
+//! A tracking request is answered only after the enqueuer acknowledged its event (in Redis, or
+//! synced to the spool once `queue.ack_timeout` passed): a pixel is always the GIF and a valid
+//! click always its `302`, whatever Redis does. A token that does not open records nothing;
+//! for a click it is `404` and never a redirect.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -348,8 +348,9 @@ fn token_rejected(state: &AppState, route: Route) {
         .inc();
 }
 
-/// Hands the event to the enqueuer and waits for its acknowledgement (bounded by
-/// `queue.ack_timeout`). A failure is counted and logged, never shown to the client.
+/// Hands the event to the enqueuer and waits until it is stored (in Redis, or in the spool after
+/// `queue.ack_timeout`). A failure (the spool refused it too) is counted and logged, never shown
+/// to the client.
 async fn record(state: &AppState, mut event: Event, limited: bool) {
     event.limited = limited;
     let lane = if limited {
