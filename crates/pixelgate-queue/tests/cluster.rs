@@ -270,3 +270,98 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
     );
     assert!(failures.load(Ordering::Relaxed) > 0);
 }
+
+/// With a spool, a dead master costs nothing: its shard is skipped, batches that were on their
+/// way to it are spooled, and after the restart the replay puts them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_spool_a_dead_master_fails_no_event() {
+    let mut cluster = RedisCluster::start(3);
+    let config = QueueConfig {
+        ack_timeout: Duration::from_millis(300),
+        ..QueueConfig::default()
+    };
+    let (queue, registry) = cluster_queue(&cluster, config);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(
+        pixelgate_spool::Spool::open(&pixelgate_spool::SpoolConfig {
+            dir: dir.path().to_owned(),
+            retry_interval: Duration::from_millis(100),
+            ..pixelgate_spool::SpoolConfig::default()
+        })
+        .unwrap(),
+    );
+    let (enqueuer, writer) = queue.start_enqueuer(Some(spool.clone()));
+    let shards = queue.layout().shards.clone();
+    let victim = cluster.node_for_key(&shards[0].queue);
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
+            let (failures, stop) = (failures.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let e = event(p * 1_000_000 + i);
+                    match enqueuer.enqueue(&e, Lane::Main).await {
+                        Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
+                        Err(error) => failures.lock().unwrap().push(error.to_string()),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let acked_now = || acked.lock().unwrap().len();
+    let down = || sample(&metrics_text(&registry), "pixelgate_redis_shards_down");
+
+    tokio::task::block_in_place(|| {
+        wait_for("events before the crash", Duration::from_secs(10), || {
+            (acked_now() > 500).then_some(())
+        });
+        cluster.kill_node(victim);
+        wait_for(
+            "the dead shard to be marked down",
+            Duration::from_secs(10),
+            || (down() == Some(1.0)).then_some(()),
+        );
+        let during = acked_now();
+        wait_for(
+            "events while the master is down",
+            Duration::from_secs(10),
+            || (acked_now() > during + 500).then_some(()),
+        );
+        cluster.restart_node(victim);
+        wait_for("the shard to come back", Duration::from_secs(20), || {
+            (down() == Some(0.0) && spool.stats().bytes() == 0).then_some(())
+        });
+    });
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    drop(enqueuer);
+    writer.flushed().await;
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..1]
+    );
+
+    let stored: HashSet<String> = shards
+        .iter()
+        .flat_map(|s| ids_in(&cluster.nodes()[cluster.node_for_key(&s.queue)], &s.queue))
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged events lost",
+        acked.len()
+    );
+}
