@@ -40,7 +40,8 @@ pub struct ServerConfig {
     /// Default `http://127.0.0.1:8080`. Env `PIXELGATE_PUBLIC_URL`.
     pub public_url: PublicUrl,
     /// Longest time a client may take to send a request's headers; it also closes idle
-    /// keep-alive connections (HTTP/1). Default `5s`.
+    /// keep-alive connections (HTTP/1) and HTTP/2 connections with no request in flight.
+    /// Default `5s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest time for a whole request, headers read to response sent. Default `10s`.

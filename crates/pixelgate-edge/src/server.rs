@@ -4,13 +4,15 @@
 //! connection is served by hyper-util's auto builder with a timer, so header-read timeouts
 //! apply; the protocol is fixed up front (ALPN on TLS, the HTTP/2 preface on plain TCP, read
 //! under the same deadline) so no client can hold a connection open before its first request.
+//! The same timeout ends an HTTP/2 connection with no request in flight, as hyper ends an idle
+//! HTTP/1 one: answering pings does not keep a connection.
 //! On shutdown the loops stop accepting, connections finish their requests (at most
 //! `server.shutdown_grace`), and only then is the enqueuer dropped and flushed.
 
 use std::{
     io,
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::Ordering},
     time::Duration,
 };
 
@@ -265,15 +267,19 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = settings.service.clone().map_request(
-        move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(Peer(peer));
-            req
-        },
-    );
+    let activity = Arc::new(Activity::new());
+    let service = Counted {
+        inner: settings.service.clone(),
+        activity: activity.clone(),
+    }
+    .map_request(move |mut req: Request| {
+        req.extensions_mut().insert(Peer(peer));
+        req
+    });
     let builder = if h2 { &settings.h2 } else { &settings.h1 };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
+    let idle_limit = settings.header_read_timeout;
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(error) = result {
@@ -284,6 +290,103 @@ async fn serve_http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+        // hyper closes idle HTTP/1 connections itself (the header read timeout); HTTP/2 gets
+        // GOAWAY, and a client that does not finish the goodbye in the same time is dropped.
+        () = activity.idle_for(idle_limit), if h2 => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(idle_limit, conn).await;
+        }
+    }
+}
+
+/// How many requests a connection has in flight, and since when it has had none.
+struct Activity(Mutex<Quiet>);
+
+struct Quiet {
+    in_flight: usize,
+    since: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self(Mutex::new(Quiet {
+            in_flight: 0,
+            since: tokio::time::Instant::now(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Quiet> {
+        // Nothing panics while holding it; a poisoned lock still holds good counts.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let (busy, quiet_until) = {
+                let quiet = self.lock();
+                (quiet.in_flight > 0, quiet.since + limit)
+            };
+            if busy {
+                tokio::time::sleep(limit).await;
+            } else if tokio::time::Instant::now() < quiet_until {
+                tokio::time::sleep_until(quiet_until).await;
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// A connection's service, counting its requests in flight.
+#[derive(Clone)]
+struct Counted {
+    inner: HttpService,
+    activity: Arc<Activity>,
+}
+
+impl tower::Service<Request> for Counted {
+    type Response = <HttpService as tower::Service<Request>>::Response;
+    type Error = <HttpService as tower::Service<Request>>::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let busy = Busy::new(&self.activity);
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await;
+            drop(busy);
+            response
+        })
+    }
+}
+
+type Request = http::Request<hyper::body::Incoming>;
+
+/// One request in flight, from the service call to its response (or its cancellation).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.lock().in_flight += 1;
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut quiet = self.0.lock();
+        quiet.in_flight -= 1;
+        quiet.since = tokio::time::Instant::now();
     }
 }
 
