@@ -27,6 +27,7 @@ use pixelgate_edge::{EdgeConfig, Listeners, Parts, tls};
 use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
 use pixelgate_spool::{Spool, SpoolConfig};
 use pixelgate_tests::RedisServer;
+#[allow(unused_imports)] // not every suite uses both
 pub use pixelgate_tests::{eventually, sample};
 use prometheus_client::registry::Registry;
 use tokio::{
@@ -190,6 +191,11 @@ impl TestServer {
     /// The keyring the server opens tokens with.
     pub fn keys(&self) -> Arc<Keyring> {
         self.keys.load_full()
+    }
+
+    /// Swaps in other signing keys, as a reload (`SIGHUP`) would.
+    pub fn use_keys(&self, keys: Keyring) {
+        self.keys.store(Arc::new(keys));
     }
 
     /// `/o/{token}.gif` for `ids`.
