@@ -17,7 +17,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what the tests need from Debian's packages when missing (Redis, MariaDB, PostgreSQL)
+deps: ## Install what the tests need from Debian's packages when missing (Redis, MariaDB, PostgreSQL, slowhttptest)
 	@missing=(); \
 	command -v redis-server >/dev/null || missing+=(redis-server); \
 	command -v redis-cli >/dev/null || missing+=(redis-tools); \
@@ -25,6 +25,7 @@ deps: ## Install what the tests need from Debian's packages when missing (Redis,
 	command -v mariadb >/dev/null || missing+=(mariadb-client); \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql); \
 	command -v psql >/dev/null || missing+=(postgresql-client); \
+	command -v slowhttptest >/dev/null || missing+=(slowhttptest); \
 	if (( $${#missing[@]} )); then \
 	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
 	  echo "installing $${missing[*]}"; \
