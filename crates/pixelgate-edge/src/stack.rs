@@ -350,26 +350,3 @@ impl Limits {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tmp_sizes {
-    fn size_of_output<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    #[test]
-    fn tmp_print_sizes() {
-        eprintln!("public future: {}", size_of_output(super::routes::public));
-        eprintln!("admin future: {}", size_of_output(super::routes::admin));
-        fn one<A, F>(_: impl Fn(A) -> F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        eprintln!("ping future: {}", one(|q: &'static pixelgate_queue::Queue| q.ping()));
-        eprintln!(
-            "enqueue future: {}",
-            one(|e: &'static pixelgate_queue::Enqueuer| e.enqueue(
-                Box::leak(Box::new(None::<pixelgate_core::Event>)).as_ref().unwrap(),
-                pixelgate_queue::Lane::Main
-            ))
-        );
-    }
-}
