@@ -97,10 +97,26 @@ rpm: rpm-deps ## Build target/rpm/pixelgate-VERSION-RELEASE.x86_64.rpm (RPM_RELE
 rpm-test: rpm-deps ## Prove the RPM: glibc floor, rpmlint, install, boot, smoke tests, upgrade, erase
 	RPM_BINARY=$(RPM_BINARY) SOURCE_DATE_EPOCH=$(RPM_SOURCE_DATE) rpm/rpm-test.sh
 
+.PHONY: bench-deps
+bench-deps: ## Install what the side-by-side bench needs when missing (nginx, ngx_lua, lua-resty-redis, wrk)
+	@missing=(); \
+	command -v nginx >/dev/null || missing+=(nginx); \
+	[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua); \
+	[ -e /usr/share/lua/5.1/nginx/redis.lua ] || missing+=(lua-nginx-redis); \
+	command -v wrk >/dev/null || missing+=(wrk); \
+	command -v taskset >/dev/null || missing+=(util-linux); \
+	if (( $${#missing[@]} )); then \
+	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
+	  echo "installing $${missing[*]}"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $${missing[@]} >/dev/null; \
+	fi
+
 .PHONY: bench
-bench: deps ## Run the benchmarks of docs/benchmarks.md (enqueue; drain of 1M events into MariaDB, PostgreSQL, JSON lines)
+bench: deps bench-deps ## Run the benchmarks of docs/benchmarks.md (enqueue; drain; pixelgate beside nginx, with plots)
 	$(CARGO) bench -p pixelgate-queue --bench enqueue
 	$(CARGO) bench -p pixelgate-drain --bench drain
+	$(CARGO) build --release --locked -p pixelgate -p pixelgate-bench
+	target/release/pixelgate-bench run
 
 # The fault suite with long outages: each fault lasts SOAK_SECONDS under load (docs/operations.md).
 SOAK_SECONDS ?= 60
