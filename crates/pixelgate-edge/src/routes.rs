@@ -210,7 +210,9 @@ pub async fn public(state: Arc<AppState>, req: Request<hyper::body::Incoming>) -
             })
         }
         Route::Healthz => Ok(healthz()),
-        Route::Readyz => Ok(readyz(&state).await),
+        // Boxed: the Redis ping's future is about 14 KB, and unboxed it would size (and so be
+        // copied with) the future of every pixel and click, which needs well under 1 KB.
+        Route::Readyz => Ok(Box::pin(readyz(&state)).await),
         Route::Test | Route::Metrics | Route::NotFound => {
             // Unknown paths count against the client's limit too: scanning is not free.
             let client = client_of(&state, &req);
@@ -269,7 +271,9 @@ async fn pixel<B>(state: &AppState, token: &str, req: &Request<B>) -> Response<B
     let client = client_of(state, req);
     let limit = state.limiter.check(client);
     let now = SystemTime::now();
-    match state.keys.load().open(token, Kind::Open, now) {
+    // A statement of its own, so the keyring's guard is released before the Redis wait.
+    let opened = state.keys.load().open(token, Kind::Open, now);
+    match opened {
         Ok(claims) => {
             let event = Event::born(claims, client, user_agent(req.headers()), now);
             record(state, event, limit.is_err()).await;
@@ -363,14 +367,17 @@ async fn record(state: &AppState, mut event: Event, limited: bool) {
     } else {
         Lane::Main
     };
-    if let Err(error) = state.enqueuer.enqueue(&event, lane).await {
+    // Serialised before the wait, so only its id is held while Redis answers.
+    let (id, json) = (event.id, event.to_json());
+    drop(event);
+    if let Err(error) = state.enqueuer.enqueue_raw(json, lane).await {
         let reason = error.reason();
         state.metrics.dropped(reason);
         let second = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if state.last_drop_warning.swap(second, Ordering::Relaxed) != second {
-            tracing::warn!(%error, reason, id = %event.id, "event not stored");
+            tracing::warn!(%error, reason, %id, "event not stored");
         }
     }
 }
