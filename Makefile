@@ -41,7 +41,28 @@ test: deps ## Everything CI runs: format check, clippy with warnings denied, all
 	else \
 	  echo "$(CARGO) test --workspace --locked"; $(CARGO) test --workspace --locked; \
 	fi
+	$(MAKE) fuzz-ci
 	$(MAKE) rpm-test
+
+# Fuzzing (docs/security.md): the targets in fuzz/, run by fuzz/run.sh with cargo-fuzz (pinned)
+# on the nightly toolchain. fuzz-ci uses an unoptimised build, quick to make from cold; fuzz an
+# optimised one, several times faster per input, for long runs.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TIME ?= 300
+
+.PHONY: fuzz-deps
+fuzz-deps: ## Install the nightly toolchain and cargo-fuzz when missing
+	@$(CARGO) +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@[[ "$$($(CARGO) +nightly fuzz --version 2>/dev/null)" == "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]] || \
+	  $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+.PHONY: fuzz
+fuzz: fuzz-deps ## Fuzz each target for FUZZ_TIME seconds (default 300), optimised build
+	CARGO="$(CARGO)" fuzz/run.sh $(FUZZ_TIME) --release
+
+.PHONY: fuzz-ci
+fuzz-ci: fuzz-deps ## Fuzz each target for 15 seconds at most (part of make test)
+	CARGO="$(CARGO)" fuzz/run.sh 14 --dev
 
 # The RPM (docs/packaging.md). The binary is built with zig against glibc 2.28, the floor that
 # EL8 sets, with a GNU build id as rpm-based systems expect; cargo-zigbuild and zig come from
