@@ -49,10 +49,9 @@ pub struct Options {
     pub connections: Vec<u32>,
     /// Length of each wrk run.
     pub duration: Duration,
-    /// Length of each fixed-rate run (at half of each server's peak opens/s).
+    /// Length of each fixed-rate run (at half of each server's peak opens/s, over the
+    /// connection count of that peak).
     pub fixed_duration: Duration,
-    /// Connections of the fixed-rate runs.
-    pub fixed_connections: u32,
 }
 
 /// Everything one `make bench` measured.
@@ -222,18 +221,21 @@ fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::R
             runs.push(run);
         }
     }
-    let peak = runs
+    // Half of the best opens/s, over as many connections as gave it: fewer could not carry
+    // the rate if latency rose, and the run would measure the load generator's limit.
+    let (peak, connections) = runs
         .iter()
         .filter(|r| r.workload == Workload::Opens)
-        .map(|r| r.measured.per_second())
-        .fold(0.0, f64::max);
+        .map(|r| (r.measured.per_second(), r.connections))
+        .fold((0.0, max_connections), |best, run| {
+            if run.0 > best.0 { run } else { best }
+        });
     let rate = (peak / 2.0).max(100.0);
     let load = Load::FixedRate {
         rate,
-        connections: options.fixed_connections,
+        connections,
         duration: options.fixed_duration,
     };
-    let connections = options.fixed_connections;
     let run = one_run(
         &running,
         setup.cores,

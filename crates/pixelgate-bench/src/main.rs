@@ -46,9 +46,6 @@ enum Command {
         /// Length of each fixed-rate run
         #[arg(long, default_value = "10s")]
         fixed_duration: humantime::Duration,
-        /// Connections of the fixed-rate runs
-        #[arg(long, default_value_t = 64)]
-        fixed_connections: u32,
         /// Only these servers: pixelgate, lua, empty-gif
         #[arg(long, value_delimiter = ',', value_parser = parse_server)]
         only: Vec<Server>,
@@ -109,7 +106,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             connections,
             duration,
             fixed_duration,
-            fixed_connections,
             only,
         } => {
             let options = Options {
@@ -124,7 +120,6 @@ fn run(command: Command) -> anyhow::Result<()> {
                 connections,
                 duration: duration.into(),
                 fixed_duration: fixed_duration.into(),
-                fixed_connections,
             };
             let results = pixelgate_bench::run(&options)?;
             write(&results, &doc, &plots)
