@@ -168,7 +168,7 @@ fn write(results: &Results, doc: &std::path::Path, plots: &std::path::Path) -> a
         eprintln!("report in {}", doc.display());
     }
     for goal in report::goals(results) {
-        eprintln!("goal: {}: {}", goal.name, goal.measured);
+        eprintln!("goal: {}: {} ({})", goal.name, goal.measured, goal.verdict);
     }
     Ok(())
 }
