@@ -24,8 +24,8 @@ struct Fields {
     campaign: String,
     message: String,
     recipient: String,
-    /// A click destination; `None` seals a pixel.
-    destination: Option<String>,
+    /// A click destination, `https://` (`true`) or `http://` and the rest; `None` seals a pixel.
+    destination: Option<(bool, String)>,
     not_after: Option<u64>,
 }
 
@@ -72,10 +72,13 @@ fn round_trip(fields: Fields) {
     };
     let mut claims = match fields.destination {
         None => Claims::open(ids),
-        Some(url) => match Destination::parse(&url) {
-            Ok(dest) => Claims::click(ids, dest),
-            Err(_) => return,
-        },
+        Some((https, rest)) => {
+            let scheme = if https { "https" } else { "http" };
+            match Destination::parse(&format!("{scheme}://{rest}")) {
+                Ok(dest) => Claims::click(ids, dest),
+                Err(_) => return,
+            }
+        }
     };
     claims.not_after = fields.not_after;
     let token = KEYS.seal(&claims);
