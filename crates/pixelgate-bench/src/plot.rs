@@ -62,7 +62,8 @@ fn against_connections(
             .margin_right(28)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d(-0.3f64..(connections.len() as f64 - 0.7), 0.0..max * 1.15)
+            // Headroom above the highest point, for the legend.
+            .build_cartesian_2d(-0.3f64..(connections.len() as f64 - 0.7), 0.0..max * 1.4)
             .map_err(plot_error)?;
         let labels = connections.clone();
         chart
