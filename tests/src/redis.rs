@@ -111,6 +111,23 @@ impl RedisServer {
         self.connect().call(args).expect("redis command")
     }
 
+    /// Makes the server refuse every write with `OOM`, as a full Redis does: `maxmemory` below
+    /// what it already uses, with `noeviction`. `refuse_writes(false)` lifts the limit.
+    pub fn refuse_writes(&self, refuse: bool) {
+        if !refuse {
+            self.call(&["CONFIG", "SET", "maxmemory", "0"]);
+            return;
+        }
+        let info = self.call(&["INFO", "memory"]).text().expect("INFO memory");
+        let used: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory in INFO memory");
+        self.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+        self.call(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]);
+    }
+
     /// Stops the server cleanly (SIGTERM, as `systemctl stop` would) and waits for it.
     pub fn stop(&mut self) {
         self.signal("TERM");

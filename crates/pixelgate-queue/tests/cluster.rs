@@ -13,14 +13,14 @@ use std::{
     num::NonZeroU16,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use common::*;
 use pixelgate_core::Event;
-use pixelgate_queue::{Enqueuer, Lane, Queue, QueueConfig, RedisConfig};
+use pixelgate_queue::{Enqueuer, Lane, Queue, QueueConfig, RedisConfig, ShardKeys};
 use pixelgate_tests::{RedisCluster, RedisServer, resp::Reply, wait_for};
 use prometheus_client::registry::Registry;
 
@@ -192,26 +192,8 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
     let shards = queue.layout().shards.clone();
     let victim = cluster.node_for_key(&shards[0].queue);
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = (0..8)
-        .map(|p| {
-            let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
-            let (failures, stop) = (failures.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let e = event(p * 1_000_000 + i);
-                    match enqueuer.enqueue(&e, Lane::Main).await {
-                        Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
-                        Err(_) => _ = failures.fetch_add(1, Ordering::Relaxed),
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let producers = Producers::start(&enqueuer);
+    let (acked, failures) = (producers.acked.clone(), producers.failures.clone());
     let acked_now = || acked.lock().unwrap().len();
 
     // The harness blocks while it polls; `block_in_place` keeps the producers running.
@@ -221,7 +203,7 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
         });
         cluster.kill_node(victim);
         wait_for("the producers to notice", Duration::from_secs(10), || {
-            (failures.load(Ordering::Relaxed) > 0).then_some(())
+            (!failures.lock().unwrap().is_empty()).then_some(())
         });
         cluster.restart_node(victim);
     });
@@ -245,10 +227,7 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
             Err(_) => in_a_row = 0,
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
+    producers.stop().await;
     drop(enqueuer);
     writer.flushed().await;
     assert!(
@@ -256,19 +235,8 @@ async fn a_master_restarted_mid_run_loses_nothing_acknowledged() {
         "the restarted master took no new events"
     );
 
-    let stored: HashSet<String> = shards
-        .iter()
-        .flat_map(|s| ids_in(&cluster.nodes()[cluster.node_for_key(&s.queue)], &s.queue))
-        .collect();
-    let acked = acked.lock().unwrap().clone();
-    let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
-    assert_eq!(
-        lost,
-        0,
-        "{lost} of {} acknowledged events lost",
-        acked.len()
-    );
-    assert!(failures.load(Ordering::Relaxed) > 0);
+    assert_nothing_lost(&cluster, &shards, &acked.lock().unwrap());
+    assert!(!failures.lock().unwrap().is_empty());
 }
 
 /// With a spool, a dead master costs nothing: its shard is skipped, batches that were on their
@@ -294,26 +262,8 @@ async fn with_a_spool_a_dead_master_fails_no_event() {
     let shards = queue.layout().shards.clone();
     let victim = cluster.node_for_key(&shards[0].queue);
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producers: Vec<_> = (0..8)
-        .map(|p| {
-            let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
-            let (failures, stop) = (failures.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let e = event(p * 1_000_000 + i);
-                    match enqueuer.enqueue(&e, Lane::Main).await {
-                        Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
-                        Err(error) => failures.lock().unwrap().push(error.to_string()),
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let producers = Producers::start(&enqueuer);
+    let (acked, failures) = (producers.acked.clone(), producers.failures.clone());
     let acked_now = || acked.lock().unwrap().len();
     let down = || sample(&metrics_text(&registry), "pixelgate_redis_shards_down");
 
@@ -338,10 +288,7 @@ async fn with_a_spool_a_dead_master_fails_no_event() {
             (down() == Some(0.0) && spool.stats().bytes() == 0).then_some(())
         });
     });
-    stop.store(true, Ordering::Relaxed);
-    for p in producers {
-        p.await.unwrap();
-    }
+    producers.stop().await;
     drop(enqueuer);
     writer.flushed().await;
     let failures = failures.lock().unwrap().clone();
@@ -352,11 +299,61 @@ async fn with_a_spool_a_dead_master_fails_no_event() {
         &failures[..1]
     );
 
+    assert_nothing_lost(&cluster, &shards, &acked.lock().unwrap());
+}
+
+/// Eight tasks enqueueing distinct events until stopped: the ids acknowledged, and the errors.
+struct Producers {
+    acked: Arc<Mutex<Vec<String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Producers {
+    fn start(enqueuer: &Enqueuer) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..8)
+            .map(|p| {
+                let (enqueuer, acked) = (enqueuer.clone(), acked.clone());
+                let (failures, stop) = (failures.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let e = event(p * 1_000_000 + i);
+                        match enqueuer.enqueue(&e, Lane::Main).await {
+                            Ok(_) => acked.lock().unwrap().push(e.id.to_string()),
+                            Err(error) => failures.lock().unwrap().push(error.to_string()),
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            acked,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// Every acknowledged id is in one of the shards.
+fn assert_nothing_lost(cluster: &RedisCluster, shards: &[ShardKeys], acked: &[String]) {
     let stored: HashSet<String> = shards
         .iter()
         .flat_map(|s| ids_in(&cluster.nodes()[cluster.node_for_key(&s.queue)], &s.queue))
         .collect();
-    let acked = acked.lock().unwrap().clone();
     let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
     assert_eq!(
         lost,

@@ -159,21 +159,12 @@ async fn paused_writes_and_a_full_redis_are_spooled_then_replayed() {
     );
 
     // maxmemory with noeviction: Redis refuses every write with OOM.
-    let used = server.call(&["INFO", "memory"]).text().unwrap();
-    let used: u64 = used
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    server.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-    server.call(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]);
+    server.refuse_writes(true);
     for (n, answer) in enqueue_all(&enqueuer, 100..200).await {
         assert_eq!(answer.unwrap(), Stored::Spool, "event {n}");
     }
     assert_eq!(queued(&server).len(), all.len(), "nothing got in");
-    server.call(&["CONFIG", "SET", "maxmemory", "0"]);
+    server.refuse_writes(false);
     let all = replayed(&server, &spool, all.len() + 100);
     assert_eq!(
         all.iter().copied().collect::<BTreeSet<_>>(),

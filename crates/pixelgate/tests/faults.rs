@@ -281,21 +281,8 @@ fn redis_refusing_writes_under_load() {
     let mut redis = RedisServer::start();
     under_load(
         &mut redis,
-        |r| {
-            let info = r.call(&["INFO", "memory"]).text().unwrap();
-            let used: u64 = info
-                .lines()
-                .find_map(|l| l.strip_prefix("used_memory:"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            r.call(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
-            r.call(&["CONFIG", "SET", "maxmemory", &(used / 2).to_string()]);
-        },
-        |r| {
-            r.call(&["CONFIG", "SET", "maxmemory", "0"]);
-        },
+        |r| r.refuse_writes(true),
+        |r| r.refuse_writes(false),
     );
 }
 
