@@ -98,7 +98,7 @@ impl QueueMetrics {
         );
         r.register(
             "queue_flush_seconds",
-            "Time to write one batch to Redis, from taking a connection to the reply",
+            "Time to store one batch: to Redis's reply or, when Redis did not take it, to the spool's sync",
             m.flush_seconds.clone(),
         );
         r.register(
