@@ -12,6 +12,7 @@ use std::{net::Ipv4Addr, time::SystemTime};
 
 use pixelgate_core::{Claims, Event, Ids};
 use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
+use pixelgate_spool::{Item, Records, Spool, SpoolConfig};
 use pixelgate_tests::RedisServer;
 pub use pixelgate_tests::{eventually, sample};
 use prometheus_client::registry::Registry;
@@ -49,6 +50,24 @@ pub fn numbers<B: AsRef<[u8]>>(payloads: &[B]) -> Vec<usize> {
             e.message.trim_start_matches("msg-").parse().unwrap()
         })
         .collect()
+}
+
+/// Every payload a closed spool holds on disk, oldest first; the segments are removed as read.
+/// A spool written cleanly has no damage, so any is a panic.
+pub fn spooled(config: &SpoolConfig) -> Vec<Vec<u8>> {
+    let spool = Spool::open(config).unwrap();
+    let mut on_disk = Vec::new();
+    while let Some(segment) = spool.oldest() {
+        let bytes = spool.read(&segment).unwrap();
+        for item in Records::segment(&bytes) {
+            let Item::Record { payload, .. } = item else {
+                panic!("damage in a cleanly written spool: {item:?}");
+            };
+            on_disk.push(payload.to_vec());
+        }
+        spool.remove(&segment).unwrap();
+    }
+    on_disk
 }
 
 /// The Prometheus text of a registry.

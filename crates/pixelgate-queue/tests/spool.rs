@@ -274,17 +274,6 @@ async fn shutting_down_with_redis_down_leaves_every_event_on_disk() {
     assert_eq!(acked.len(), 300);
     // Everything acknowledged is in the spool's files.
     drop(spool);
-    let spool = Spool::open(&spool_config(dir.path())).unwrap();
-    let mut on_disk = Vec::new();
-    while let Some(segment) = spool.oldest() {
-        let bytes = spool.read(&segment).unwrap();
-        for item in Records::segment(&bytes) {
-            let Item::Record { payload, .. } = item else {
-                panic!("damage in a cleanly written spool: {item:?}");
-            };
-            on_disk.push(payload.to_vec());
-        }
-        spool.remove(&segment).unwrap();
-    }
+    let on_disk = spooled(&spool_config(dir.path()));
     assert_eq!(sorted(numbers(&on_disk)), (0..300).collect::<Vec<_>>());
 }
