@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pixelgate_edge::{routes::Route, stack::escape};
+use pixelgate_edge::{Route, escape};
 
 fn public(path: &str) {
     let (route, token) = Route::public(path);
@@ -25,10 +25,13 @@ fn public(path: &str) {
         }
         Route::Healthz => assert_eq!((path, token), ("/healthz", "")),
         Route::Readyz => assert_eq!((path, token), ("/readyz", "")),
+        Route::Robots => assert_eq!((path, token), ("/robots.txt", "")),
+        Route::Favicon => assert_eq!((path, token), ("/favicon.ico", "")),
         Route::NotFound => {
             assert_eq!(token, "");
             assert!(pixel.is_none() && !path.starts_with("/c/"), "{path:?}");
-            assert!(!matches!(path, "/healthz" | "/readyz"), "{path:?}");
+            let named = ["/healthz", "/readyz", "/robots.txt", "/favicon.ico"];
+            assert!(!named.contains(&path), "{path:?}");
         }
         Route::Test | Route::Metrics => panic!("{path:?} routed to admin-only {route:?}"),
     }
@@ -46,7 +49,9 @@ fn admin(path: &str) {
             assert!(!named.contains(&path), "{path:?}");
             return;
         }
-        Route::Pixel | Route::Click => panic!("{path:?} routed to public-only {route:?}"),
+        Route::Pixel | Route::Click | Route::Robots | Route::Favicon => {
+            panic!("{path:?} routed to public-only {route:?}")
+        }
     };
     assert_eq!(path, exact);
 }

@@ -12,10 +12,14 @@
 //! - [`SqlServer`]: MariaDB or PostgreSQL with a database `pixelgate`, for the drain's sinks.
 //! - [`load`]: an HTTP load generator that records which requests were answered, for fault
 //!   tests that compare answers with what reached Redis.
+//! - [`http`]: the one reader of HTTP/1.1 responses over raw TCP. [`events`]: the one maker of
+//!   test events. [`RedisServer::config`]: the product's `[redis]` for a test server.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // A harness that cannot start must panic loudly.
 
 pub mod cluster;
+pub mod events;
+pub mod http;
 pub mod load;
 pub mod redis;
 pub mod resp;

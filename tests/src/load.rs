@@ -6,7 +6,7 @@
 //! per connection: simple enough that the generator is never the thing under test.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::Write,
     net::{SocketAddr, TcpStream},
     sync::{
         Arc, Mutex,
@@ -135,58 +135,32 @@ impl Load {
     }
 }
 
-fn request(conn: &mut Option<BufReader<TcpStream>>, addr: SocketAddr, path: &str) -> Outcome {
+/// A keep-alive connection and the bytes read past the last answer.
+type Conn = (TcpStream, Vec<u8>);
+
+fn request(conn: &mut Option<Conn>, addr: SocketAddr, path: &str) -> Outcome {
     if conn.is_none() {
         let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
             return Outcome::Unanswered;
         };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        *conn = Some(BufReader::new(stream));
+        *conn = Some((stream, Vec::new()));
     }
-    let Some(reader) = conn.as_mut() else {
+    let Some((stream, buf)) = conn.as_mut() else {
         return Outcome::Unanswered;
     };
     let head = format!("GET {path} HTTP/1.1\r\nHost: load\r\nUser-Agent: pixelgate-load\r\n\r\n");
-    if reader.get_mut().write_all(head.as_bytes()).is_err() {
+    if stream.write_all(head.as_bytes()).is_err() {
         return Outcome::Unanswered;
     }
-    match read_response(reader) {
-        Some((status, keep_alive)) => {
-            if !keep_alive {
+    match crate::http::read_blocking(stream, buf) {
+        Ok(reply) => {
+            if reply.closes() {
                 *conn = None;
             }
-            Outcome::Answered(status)
+            Outcome::Answered(reply.status.as_u16())
         }
-        None => Outcome::Unanswered,
+        Err(_) => Outcome::Unanswered,
     }
-}
-
-/// Reads one response; `None` unless it arrived whole. Returns the status and whether the
-/// connection stays open.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u16, bool)> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
-    let (mut length, mut keep_alive) = (0usize, true);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().ok()?;
-        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-            keep_alive = false;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((status, keep_alive))
 }

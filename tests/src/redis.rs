@@ -80,6 +80,14 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The product's `[redis]` section for this server, defaults otherwise.
+    pub fn config(&self) -> pixelgate_queue::RedisConfig {
+        pixelgate_queue::RedisConfig {
+            url: self.url().parse().unwrap(),
+            ..pixelgate_queue::RedisConfig::default()
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }

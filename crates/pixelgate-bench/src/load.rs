@@ -10,11 +10,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-    time::Instant,
-};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream, time::Instant};
 
 use crate::measure::Measured;
 
@@ -148,6 +144,7 @@ async fn connection(
             }
             Err(_) => {
                 tally.errors += 1;
+                buf.clear();
                 match connect(addr).await {
                     Ok(s) => stream = s,
                     Err(_) => break,
@@ -172,57 +169,18 @@ async fn wait_until(at: Instant) {
     }
 }
 
-/// Reads one HTTP/1.1 response with a `Content-Length`; its status.
+/// Reads one response; its status. What follows it stays in `buf`.
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    buf.clear();
-    loop {
-        if let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let (status, length) = parse_head(&buf[..head])?;
-            let total = head + 4 + length;
-            while buf.len() < total {
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            return Ok(status);
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-}
-
-fn parse_head(head: &[u8]) -> std::io::Result<(u16, usize)> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let text = std::str::from_utf8(head).map_err(|_| bad("response head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status line"))?;
-    let length = lines
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .ok_or_else(|| bad("no Content-Length"))?;
-    Ok((status, length))
+    pixelgate_tests::http::read(stream, buf)
+        .await
+        .map(|reply| reply.status.as_u16())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use tokio::io::AsyncReadExt as _;
 
-    #[test]
-    fn heads_parse() {
-        let head = b"HTTP/1.1 302 Found\r\nlocation: https://x/\r\ncontent-length: 0";
-        assert_eq!(parse_head(head).unwrap(), (302, 0));
-        let head = b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: 43";
-        assert_eq!(parse_head(head).unwrap(), (200, 43));
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
-    }
+    use super::*;
 
     #[tokio::test]
     async fn keeps_the_rate_against_a_server() {

@@ -67,9 +67,32 @@ pub struct Event {
     pub limited: bool,
 }
 
+/// Everything observed about a tracking request that its event records: the one value an
+/// [`Event`] is born from, so a new field is one more member here and one line in `born`.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// What the opened token says: the ids, and the destination for a click.
+    pub claims: Claims,
+    /// The client's address (the socket peer, or the forwarded client behind a trusted proxy).
+    pub ip: IpAddr,
+    /// The `User-Agent` header as text (`""` when absent); cut to [`MAX_USER_AGENT_LEN`].
+    pub user_agent: &'a str,
+    /// When the request was answered.
+    pub at: SystemTime,
+    /// Whether the client was over its rate limit (the event goes to the overflow lane).
+    pub limited: bool,
+}
+
 impl Event {
-    /// A new event from an opened token and the request it came with: mints `id` and `ts`.
-    pub fn born(claims: Claims, ip: IpAddr, user_agent: &str, now: SystemTime) -> Self {
+    /// A new event from what a request showed: mints `id` and `ts`.
+    pub fn born(seen: Observed<'_>) -> Self {
+        let Observed {
+            claims,
+            ip,
+            user_agent,
+            at,
+            limited,
+        } = seen;
         let (kind, url) = match claims.target {
             Target::Open => (Kind::Open, None),
             Target::Click(dest) => (Kind::Click, Some(dest.as_str().to_owned())),
@@ -79,7 +102,7 @@ impl Event {
             v: EVENT_VERSION,
             id: Uuid::now_v7(),
             kind,
-            ts: Timestamp::from_system_time(now),
+            ts: Timestamp::from_system_time(at),
             account: ids.account,
             campaign: ids.campaign,
             message: ids.message,
@@ -87,7 +110,7 @@ impl Event {
             url,
             ip,
             ua: truncate_at_char(user_agent, MAX_USER_AGENT_LEN).to_owned(),
-            limited: false,
+            limited,
         }
     }
 
@@ -252,6 +275,17 @@ mod tests {
         Ids::new("acme", "spring-sale", "msg-000123", "r-42").unwrap()
     }
 
+    /// An open from 127.0.0.1 with no user agent, now; tests change what they look at.
+    fn seen(claims: Claims) -> Observed<'static> {
+        Observed {
+            claims,
+            ip: [127, 0, 0, 1].into(),
+            user_agent: "",
+            at: SystemTime::now(),
+            limited: false,
+        }
+    }
+
     #[test]
     fn a_click_serialises_in_contract_order() {
         let claims = Claims::click(
@@ -259,7 +293,12 @@ mod tests {
             Destination::parse("https://example.com/landing").unwrap(),
         );
         let now = UNIX_EPOCH + Duration::from_millis(1_795_417_200_123);
-        let e = Event::born(claims, "203.0.113.7".parse().unwrap(), "Mozilla/5.0", now);
+        let e = Event::born(Observed {
+            ip: "203.0.113.7".parse().unwrap(),
+            user_agent: "Mozilla/5.0",
+            at: now,
+            ..seen(claims)
+        });
         let json = String::from_utf8(e.to_json()).unwrap();
         let want = format!(
             r#"{{"v":1,"id":"{}","kind":"click","ts":"2026-11-23T07:00:00.123Z","account":"acme","campaign":"spring-sale","message":"msg-000123","recipient":"r-42","url":"https://example.com/landing","ip":"203.0.113.7","ua":"Mozilla/5.0"}}"#,
@@ -272,18 +311,19 @@ mod tests {
 
     #[test]
     fn an_open_has_no_url_and_limited_shows_only_when_true() {
-        let mut e = Event::born(
-            Claims::open(ids()),
-            "::1".parse().unwrap(),
-            "",
-            SystemTime::now(),
-        );
+        let mut e = Event::born(Observed {
+            ip: "::1".parse().unwrap(),
+            ..seen(Claims::open(ids()))
+        });
         let json = String::from_utf8(e.to_json()).unwrap();
         assert!(
             !json.contains("\"url\"") && !json.contains("limited"),
             "{json}"
         );
-        e.limited = true;
+        e = Event::born(Observed {
+            limited: true,
+            ..seen(Claims::open(ids()))
+        });
         assert!(
             String::from_utf8(e.to_json())
                 .unwrap()
@@ -293,30 +333,18 @@ mod tests {
 
     #[test]
     fn every_event_gets_its_own_id() {
-        let a = Event::born(
-            Claims::open(ids()),
-            [127, 0, 0, 1].into(),
-            "",
-            SystemTime::now(),
-        );
-        let b = Event::born(
-            Claims::open(ids()),
-            [127, 0, 0, 1].into(),
-            "",
-            SystemTime::now(),
-        );
+        let a = Event::born(seen(Claims::open(ids())));
+        let b = Event::born(seen(Claims::open(ids())));
         assert_ne!(a.id, b.id);
     }
 
     #[test]
     fn user_agents_are_cut_at_a_character_boundary() {
         let ua = format!("{}é", "a".repeat(MAX_USER_AGENT_LEN - 1));
-        let e = Event::born(
-            Claims::open(ids()),
-            [127, 0, 0, 1].into(),
-            &ua,
-            SystemTime::now(),
-        );
+        let e = Event::born(Observed {
+            user_agent: &ua,
+            ..seen(Claims::open(ids()))
+        });
         assert_eq!(e.ua.len(), MAX_USER_AGENT_LEN - 1);
         assert_eq!(truncate_at_char("héllo", 2), "h");
         assert_eq!(truncate_at_char("héllo", 3), "hé");
@@ -365,12 +393,10 @@ mod tests {
 
     #[test]
     fn newer_fields_are_ignored_and_bad_timestamps_refused() {
-        let e = Event::born(
-            Claims::open(ids()),
-            [10, 0, 0, 1].into(),
-            "x",
-            SystemTime::now(),
-        );
+        let e = Event::born(Observed {
+            user_agent: "x",
+            ..seen(Claims::open(ids()))
+        });
         let mut value: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         value["future"] = serde_json::json!(true);
         assert_eq!(Event::from_json(value.to_string().as_bytes()).unwrap(), e);

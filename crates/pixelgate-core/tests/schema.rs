@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, time::SystemTime};
 
-use pixelgate_core::{Claims, Destination, Event, Ids};
+use pixelgate_core::{Claims, Destination, Event, Ids, Observed};
 use serde_json::{Value, json};
 
 fn validator() -> jsonschema::Validator {
@@ -21,13 +21,18 @@ fn events() -> Vec<Event> {
     let dest = Destination::parse("https://example.com/landing?x=1").unwrap();
     let v4: IpAddr = "203.0.113.7".parse().unwrap();
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
-    let now = SystemTime::now();
-    let mut limited = Event::born(Claims::open(ids.clone()), v6, "", now);
-    limited.limited = true;
-    vec![
-        Event::born(Claims::open(ids.clone()), v4, "Mozilla/5.0", now),
-        Event::born(Claims::click(ids, dest), v6, &"é".repeat(400), now),
+    let seen = |claims, ip, user_agent, limited| Observed {
+        claims,
+        ip,
+        user_agent,
+        at: SystemTime::now(),
         limited,
+    };
+    let long = "é".repeat(400);
+    vec![
+        Event::born(seen(Claims::open(ids.clone()), v4, "Mozilla/5.0", false)),
+        Event::born(seen(Claims::click(ids.clone(), dest), v6, &long, false)),
+        Event::born(seen(Claims::open(ids), v6, "", true)),
     ]
 }
 

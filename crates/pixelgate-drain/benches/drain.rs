@@ -1,8 +1,9 @@
 //! `make bench`: 1,000,000 events from Redis into MariaDB and into PostgreSQL, end to end.
 //!
 //! Each run starts its own redis-server and SQL server (the test harness), fills the queue with
-//! one million events (not timed), then times `pixelgate_drain::run` from start until the queue
-//! is empty and every lease acknowledged, and checks the row count. Prints a markdown table.
+//! one million events and migrates the sink (not timed), then times `Drain::run` from start
+//! until the queue is empty and every lease acknowledged, and checks the row count. Prints a
+//! markdown table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -12,11 +13,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use pixelgate_core::{Claims, Destination, Event, Ids};
-use pixelgate_drain::{DrainConfig, Sink};
-use pixelgate_queue::{Queue, QueueConfig, QueueMode, RedisConfig};
+use pixelgate_core::{Claims, Destination, Event, Ids, Observed};
+use pixelgate_drain::{Drain, DrainConfig, Settings};
+use pixelgate_queue::QueueConfig;
 use pixelgate_tests::{RedisServer, SqlServer, resp::Reply};
-use prometheus_client::registry::Registry;
 
 const EVENTS: usize = 1_000_000;
 
@@ -43,12 +43,13 @@ fn fill(redis: &RedisServer) {
                 Claims::open(ids)
             };
             let ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
-            let e = Event::born(
+            let e = Event::born(Observed {
                 claims,
-                Ipv4Addr::new(198, 51, (n >> 8) as u8, n as u8).into(),
-                ua,
-                now,
-            );
+                ip: Ipv4Addr::new(198, 51, (n >> 8) as u8, n as u8).into(),
+                user_agent: ua,
+                at: now,
+                limited: false,
+            });
             args.push(e.to_json());
         }
         conn.call(&args).unwrap();
@@ -94,32 +95,21 @@ async fn run(target: Target, name: &str, concurrency: usize, batch: usize) -> (S
         batch_size: NonZeroUsize::new(batch).unwrap(),
         concurrency: NonZeroUsize::new(concurrency).unwrap(),
         idle_wait: Duration::from_millis(5),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         ..DrainConfig::default()
     };
-    let sink = Sink::open(config.sink_url.as_ref().unwrap(), &config).unwrap();
-    sink.migrate().await.unwrap();
-    let redis_config = RedisConfig {
-        url: redis.url().parse().unwrap(),
-        ..RedisConfig::default()
+    let settings = Settings {
+        drain: config,
+        redis: redis.config(),
+        queue: QueueConfig::default(),
     };
-    let mut registry = Registry::default();
-    let queue = Queue::new(&redis_config, &QueueConfig::default(), &mut registry).unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let drain = Drain::open(&settings).unwrap();
+    drain.migrate().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let task = tokio::spawn(pixelgate_drain::run(
-        config,
-        pixelgate_drain::Parts {
-            queue,
-            mode: QueueMode::List,
-            sink,
-            registry,
-            admin,
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let task = tokio::spawn(drain.run(async {
+        let _ = stopped.await;
+    }));
     while !drained(&redis) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

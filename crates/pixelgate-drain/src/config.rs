@@ -12,9 +12,11 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::deserialize_from_str;
+use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
 use serde::Deserialize;
 use url::Url;
+
+use crate::sink::Location;
 
 /// `[drain]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -86,22 +88,22 @@ impl Default for DrainConfig {
 }
 
 impl DrainConfig {
-    /// Checks what single values cannot check; the error is `(key, reason)`.
-    pub fn validate(&self, shard_count: usize) -> Result<(), (&'static str, String)> {
+    /// Checks what single values cannot check; the error names the key.
+    pub fn validate(&self, shard_count: usize) -> Result<(), Invalid> {
         if self.batch_size.get() > 50_000 {
-            return Err(("drain.batch_size", "must be at most 50000".into()));
+            return Err(Invalid::new("drain.batch_size", "must be at most 50000"));
         }
         if self.lease < Duration::from_secs(1) {
-            return Err(("drain.lease", "must be at least 1s".into()));
+            return Err(Invalid::new("drain.lease", "must be at least 1s"));
         }
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
-            return Err((
+            return Err(Invalid::new(
                 "drain.retry_max",
-                "must be at least drain.retry_initial, which must be more than 0s".into(),
+                "must be at least drain.retry_initial, which must be more than 0s",
             ));
         }
         if let Some(&bad) = self.shards.iter().find(|&&s| s >= shard_count) {
-            return Err((
+            return Err(Invalid::new(
                 "drain.shards",
                 format!("shard {bad} does not exist (queue.shards is {shard_count})"),
             ));
@@ -111,55 +113,68 @@ impl DrainConfig {
             .as_deref()
             .is_some_and(|c| c.is_empty() || c.chars().any(char::is_whitespace))
         {
-            return Err(("drain.consumer", "must be a name without spaces".into()));
+            return Err(Invalid::new(
+                "drain.consumer",
+                "must be a name without spaces",
+            ));
         }
         Ok(())
     }
 }
 
-/// Where the drain writes.
+/// Where the drain writes: a URL whose scheme names one of the sinks ([`crate::sink::SINKS`]),
+/// with a host for a server's, or an absolute path for a file's.
 #[derive(Clone, PartialEq, Eq)]
-pub enum SinkUrl {
-    /// MariaDB or MySQL (`mysql://` or `mariadb://`).
-    Mysql(Url),
-    /// PostgreSQL (`postgres://` or `postgresql://`).
-    Postgres(Url),
-    /// A JSON-lines file (`jsonl:///path`).
-    JsonLines(PathBuf),
+pub struct SinkUrl(Url);
+
+impl SinkUrl {
+    pub fn scheme(&self) -> &str {
+        self.0.scheme()
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    /// The file a `jsonl:///path` URL names.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        self.0.to_file_path().ok()
+    }
 }
 
 impl fmt::Debug for SinkUrl {
     /// Never shows a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hide = |url: &Url| {
-            let mut url = url.clone();
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url
-        };
-        match self {
-            Self::Mysql(url) => write!(f, "Mysql({})", hide(url)),
-            Self::Postgres(url) => write!(f, "Postgres({})", hide(url)),
-            Self::JsonLines(path) => write!(f, "JsonLines({})", path.display()),
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
         }
+        write!(f, "SinkUrl({shown})")
     }
 }
 
 impl FromStr for SinkUrl {
-    type Err = String;
+    type Err = BadValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let url = Url::parse(s)?;
+        let Some(sink) = crate::sink::registration(url.scheme()) else {
+            let schemes: Vec<String> = crate::sink::SINKS
+                .iter()
+                .flat_map(|r| r.schemes.iter().map(|s| format!("{s}://")))
+                .collect();
+            return Err(BadValue::Scheme(schemes.join(", ")));
+        };
         let has_host = url.host_str().is_some_and(|h| !h.is_empty());
-        match url.scheme() {
-            "mysql" | "mariadb" if has_host => Ok(Self::Mysql(url)),
-            "postgres" | "postgresql" if has_host => Ok(Self::Postgres(url)),
-            "jsonl" if !has_host && url.path().len() > 1 => url
-                .to_file_path()
-                .map(Self::JsonLines)
-                .map_err(|()| "jsonl:///path needs an absolute file path".into()),
-            _ => Err("must be mysql://…, mariadb://…, postgres://… or jsonl:///path".into()),
+        match sink.location {
+            Location::Server if has_host => Ok(Self(url)),
+            Location::Server => Err(BadValue::Rule("needs a host: SCHEME://user@host/db")),
+            Location::File if !has_host && url.path().len() > 1 && url.to_file_path().is_ok() => {
+                Ok(Self(url))
+            }
+            Location::File => Err(BadValue::Rule(
+                "needs an absolute file path: SCHEME:///path",
+            )),
         }
     }
 }

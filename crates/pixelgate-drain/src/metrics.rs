@@ -67,4 +67,9 @@ impl DrainMetrics {
         );
         m
     }
+
+    /// Counts a failed sink write by the sink's kind of error.
+    pub fn sink_error(&self, kind: &'static str) {
+        self.sink_errors.get_or_create(&KindLabel { kind }).inc();
+    }
 }

@@ -1,150 +1,66 @@
-//! The drain loop: take a batch, write it in one transaction, acknowledge it, repeat.
+//! The drain loop, one for both queue modes: take a batch, write it in one transaction,
+//! dead-letter what is not an event, acknowledge, repeat.
 //!
-//! A batch is acknowledged only after its sink write returned `Ok`. A sink that fails is retried
-//! with exponential back-off up to `drain.retry_max` (never a spin), while the lease is renewed so
-//! no other drain takes the batch meanwhile. On shutdown a worker finishes the write it is in, or
-//! gives its batch back to the queue if the sink is failing; it never acknowledges what was not
-//! written.
+//! A batch is acknowledged only after its sink write returned `Ok` and its poison was
+//! dead-lettered; if dead-lettering fails, nothing of it is acknowledged and it comes back when
+//! its lease runs out. A failing sink is retried with back-off up to `drain.retry_max` (never a
+//! spin) while the batch is kept from other drains. On shutdown a worker finishes the write it is
+//! in, or gives its batch back if the sink is failing: never is anything acknowledged that was
+//! not written.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use pixelgate_core::Event;
-use pixelgate_queue::{Entry, Lease, Leases, StreamBatch, StreamConsumer};
+use pixelgate_core::{Event, config::Chain};
+use pixelgate_queue::{BatchSource, Taken};
 use tokio::{sync::watch, time::Instant};
 
-use crate::{config::DrainConfig, metrics::DrainMetrics, sink::Sink};
+use crate::{
+    backoff::{Backoff, pause, stopping},
+    config::DrainConfig,
+    metrics::DrainMetrics,
+    sink::Sink,
+};
 
 /// What every worker shares.
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) config: DrainConfig,
-    pub(crate) sink: Arc<Sink>,
+    pub(crate) sink: Arc<dyn Sink>,
     pub(crate) metrics: Arc<DrainMetrics>,
 }
 
-/// Exponential back-off between `retry_initial` and `retry_max`.
-struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(config: &DrainConfig) -> Self {
-        Self {
-            next: config.retry_initial,
-            initial: config.retry_initial,
-            max: config.retry_max,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// Waits the current delay (or until stop) and doubles it; `false` when stopping.
-    async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        pause(delay, stop).await
-    }
-}
-
-/// Sleeps `d` unless stop comes first; `false` when stopping.
-async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    let stopped = tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    !stopped && !stopping(stop)
-}
-
-fn stopping(stop: &watch::Receiver<bool>) -> bool {
-    *stop.borrow()
-}
-
-/// Splits queue items into events (with the items they came from) and items that are not
-/// events. `payload` gives an item's bytes: a list element, or a stream entry's `event` field.
-fn parse<T>(items: Vec<T>, payload: impl Fn(&T) -> &[u8]) -> (Vec<Event>, Vec<T>, Vec<T>) {
-    let mut events = Vec::with_capacity(items.len());
-    let mut good = Vec::with_capacity(items.len());
-    let mut poison = Vec::new();
-    for item in items {
-        match Event::from_json(payload(&item)) {
-            Ok(e) => {
-                events.push(e);
-                good.push(item);
-            }
-            Err(_) => poison.push(item),
-        }
-    }
-    (events, good, poison)
-}
-
-/// Writes `events`, retrying until it succeeds or the drain stops. `renew` runs before each
-/// retry (to keep the batch's lease). Returns whether the write succeeded.
-async fn write_with_retries<F, Fut>(
-    ctx: &Ctx,
-    events: &[Event],
-    stop: &mut watch::Receiver<bool>,
-    mut renew: F,
-) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut backoff = Backoff::new(&ctx.config);
-    loop {
-        match ctx.sink.write(events).await {
-            Ok(()) => return true,
-            Err(error) => {
-                ctx.metrics
-                    .sink_errors
-                    .get_or_create(&crate::metrics::KindLabel { kind: error.kind() })
-                    .inc();
-                tracing::warn!(%error, events = events.len(), "sink write failed; retrying");
-                if !backoff.wait(stop).await {
-                    return false;
-                }
-                renew().await;
-            }
-        }
-    }
-}
-
-/// One list-mode worker, cycling over its shards starting at `first`.
-pub(crate) async fn list_worker(
+/// One worker, cycling over its source's shards starting at `first`.
+pub(crate) async fn worker<S: BatchSource>(
     ctx: Arc<Ctx>,
-    leases: Leases,
+    source: S,
     first: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let shards = leases.shards().len();
+    let shards = source.shards().max(1);
+    for shard in 0..shards {
+        if let Err(error) = source.prepare(shard).await {
+            tracing::warn!(error = %Chain(&error), shard, "cannot prepare the shard yet");
+        }
+    }
     let mut shard = first % shards;
-    let mut empty = 0;
     let mut backoff = Backoff::new(&ctx.config);
+    // An empty shard waits its share of `idle_wait`, so a round of empty shards waits it all.
+    let wait = ctx.config.idle_wait / u32::try_from(shards).unwrap_or(u32::MAX);
     while !stopping(&stop) {
-        match leases
-            .claim(shard, ctx.config.batch_size.get(), ctx.config.lease)
-            .await
-        {
-            Ok(Some(lease)) => {
-                empty = 0;
+        match source.take(shard, ctx.config.batch_size.get(), wait).await {
+            Ok(Some(batch)) => {
                 backoff.reset();
-                drain_lease(&ctx, &leases, lease, &mut stop).await;
+                drain(&ctx, &source, batch, &mut stop).await;
             }
             Ok(None) => {
-                empty += 1;
-                if empty >= shards {
-                    empty = 0;
-                    if !pause(ctx.config.idle_wait, &mut stop).await {
-                        break;
-                    }
+                if !S::WAITS && !pause(wait, &mut stop).await {
+                    break;
                 }
             }
             Err(error) => {
                 ctx.metrics.redis_errors.inc();
-                tracing::warn!(%error, shard, "claim failed; retrying");
+                tracing::warn!(error = %Chain(&error), shard, "taking a batch failed; retrying");
+                let _ = source.prepare(shard).await;
                 if !backoff.wait(&mut stop).await {
                     break;
                 }
@@ -154,25 +70,25 @@ pub(crate) async fn list_worker(
     }
 }
 
-async fn drain_lease(
+/// Writes one batch, dead-letters its poison, and acknowledges it, or gives it back.
+async fn drain<S: BatchSource>(
     ctx: &Ctx,
-    leases: &Leases,
-    mut lease: Lease,
+    source: &S,
+    batch: S::Batch,
     stop: &mut watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let (events, _, poison) = parse(std::mem::take(&mut lease.events), |b: &Vec<u8>| {
-        b.as_slice()
-    });
-    let lease_for = ctx.config.lease;
+    let (events, poison) = parse(batch.payloads());
     let written = write_with_retries(ctx, &events, stop, || async {
-        let _ = leases.renew(&lease, lease_for).await;
+        if let Err(error) = source.keep(&batch).await {
+            tracing::warn!(error = %Chain(&error), "could not keep the batch; another drain may take it");
+        }
     })
     .await;
     if !written {
         // Stopping with a failing sink: give the batch back now rather than at lease expiry.
-        if let Err(error) = leases.release(&lease).await {
-            tracing::warn!(%error, "could not give a batch back; it returns when its lease expires");
+        if let Err(error) = source.give_back(&batch).await {
+            tracing::warn!(error = %Chain(&error), "could not give a batch back; it returns when its lease expires");
         }
         return;
     }
@@ -180,16 +96,19 @@ async fn drain_lease(
         ctx.metrics.poison.inc_by(poison.len() as u64);
         tracing::warn!(
             count = poison.len(),
-            "queue elements that are not events moved to the dead-letter list"
+            shard = batch.shard(),
+            "queue elements that are not events go to the dead-letter key"
         );
-        if let Err(error) = leases.dead_letter(lease.shard, &poison).await {
-            tracing::error!(%error, "dead-lettering failed; the batch will be delivered again");
+        if let Err(error) = source.dead_letter(&batch, &poison).await {
+            // Its events are written: when the lease runs out it is delivered again, and the
+            // sink ignores them by id.
+            tracing::error!(error = %Chain(&error), "dead-lettering failed; the batch is not acknowledged");
             return;
         }
     }
     let mut backoff = Backoff::new(&ctx.config);
     for _ in 0..5 {
-        match leases.ack(&lease).await {
+        match source.ack(&batch).await {
             Ok(true) => {
                 ctx.metrics.events.inc_by(events.len() as u64);
                 ctx.metrics
@@ -205,7 +124,7 @@ async fn drain_lease(
             }
             Err(error) => {
                 ctx.metrics.redis_errors.inc();
-                tracing::warn!(%error, "ack failed; retrying");
+                tracing::warn!(error = %Chain(&error), "ack failed; retrying");
                 // If this never succeeds the lease expires and the batch is written again.
                 let _ = backoff.wait(stop).await;
             }
@@ -213,87 +132,58 @@ async fn drain_lease(
     }
 }
 
-/// One stream-mode worker.
-pub(crate) async fn stream_worker(
-    ctx: Arc<Ctx>,
-    consumer: StreamConsumer,
-    shards: usize,
-    first: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    for shard in 0..shards {
-        if let Err(error) = consumer.ensure_group(shard).await {
-            tracing::warn!(%error, shard, "cannot create the consumer group yet");
+/// The events of a batch, and the positions of the payloads that are not events.
+fn parse<'a>(payloads: impl Iterator<Item = &'a [u8]>) -> (Vec<Event>, Vec<usize>) {
+    let mut events = Vec::new();
+    let mut poison = Vec::new();
+    for (i, payload) in payloads.enumerate() {
+        match Event::from_json(payload) {
+            Ok(e) => events.push(e),
+            Err(_) => poison.push(i),
         }
     }
-    let mut shard = first % shards;
+    (events, poison)
+}
+
+/// Writes `events`, retrying until it succeeds or the drain stops. `keep` runs before each
+/// retry (to keep the batch's lease). Returns whether the write succeeded.
+async fn write_with_retries<F, Fut>(
+    ctx: &Ctx,
+    events: &[Event],
+    stop: &mut watch::Receiver<bool>,
+    mut keep: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if events.is_empty() {
+        return true;
+    }
     let mut backoff = Backoff::new(&ctx.config);
-    // Blocking reads wait on one shard at a time, so with several shards wait briefly.
-    let block = if shards == 1 {
-        ctx.config.idle_wait
-    } else {
-        ctx.config.idle_wait / shards as u32
-    };
-    while !stopping(&stop) {
-        match consumer
-            .read(shard, ctx.config.batch_size.get(), block)
-            .await
-        {
-            Ok(batch) if batch.entries.is_empty() => {}
-            Ok(batch) => {
-                backoff.reset();
-                drain_entries(&ctx, &consumer, batch, &mut stop).await;
-            }
+    loop {
+        match ctx.sink.write(events).await {
+            Ok(()) => return true,
             Err(error) => {
-                ctx.metrics.redis_errors.inc();
-                tracing::warn!(%error, shard, "stream read failed; retrying");
-                let _ = consumer.ensure_group(shard).await;
-                if !backoff.wait(&mut stop).await {
-                    break;
+                ctx.metrics.sink_error(error.kind());
+                tracing::warn!(error = %Chain(&error), events = events.len(), "sink write failed; retrying");
+                if !backoff.wait(stop).await {
+                    return false;
                 }
+                keep().await;
             }
         }
-        shard = (shard + 1) % shards;
     }
 }
 
-async fn drain_entries(
-    ctx: &Ctx,
-    consumer: &StreamConsumer,
-    batch: StreamBatch,
-    stop: &mut watch::Receiver<bool>,
-) {
-    let started = Instant::now();
-    let (events, good, poison) = parse(batch.entries, |e: &Entry| e.payload.as_slice());
-    // Unacknowledged entries stay pending for this consumer, which is the stream's lease.
-    if !write_with_retries(ctx, &events, stop, || async {}).await {
-        return;
-    }
-    if !poison.is_empty() {
-        ctx.metrics.poison.inc_by(poison.len() as u64);
-        if let Err(error) = consumer.dead_letter(batch.shard, &poison).await {
-            tracing::error!(%error, "dead-lettering failed; the entries will be delivered again");
-        }
-    }
-    let acked = StreamBatch {
-        shard: batch.shard,
-        entries: good,
-    };
-    let mut backoff = Backoff::new(&ctx.config);
-    for _ in 0..5 {
-        match consumer.ack(&acked).await {
-            Ok(()) => {
-                ctx.metrics.events.inc_by(events.len() as u64);
-                ctx.metrics
-                    .batch_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                return;
-            }
-            Err(error) => {
-                ctx.metrics.redis_errors.inc();
-                tracing::warn!(%error, "ack failed; retrying");
-                let _ = backoff.wait(stop).await;
-            }
-        }
-    }
+/// `HOST-PID-SLOT`: unique per worker of a process, and readable in `XINFO CONSUMERS`.
+pub(crate) fn consumer_name(configured: Option<&str>, slot: usize) -> String {
+    let name = configured.map_or_else(
+        || {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        },
+        str::to_owned,
+    );
+    format!("{name}-{slot}")
 }

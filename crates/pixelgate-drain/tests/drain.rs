@@ -4,49 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashSet,
-    net::Ipv4Addr,
-    num::NonZeroUsize,
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashSet, num::NonZeroUsize, time::Duration};
 
-use pixelgate_core::{Claims, Destination, Event, Ids};
-use pixelgate_drain::{DrainConfig, Sink, SinkUrl};
-use pixelgate_queue::{Lane, Queue, QueueConfig, QueueMode, RedisConfig};
-use pixelgate_tests::{RedisServer, SqlServer, resp::Reply};
+use pixelgate_core::Event;
+use pixelgate_drain::{Drain, DrainConfig, Settings, SinkUrl};
+use pixelgate_queue::{Lane, Queue, QueueConfig, QueueMode};
+use pixelgate_tests::{RedisServer, SqlServer, events::event, resp::Reply};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-fn event(n: usize) -> Event {
-    let ids = Ids::new("acme", "spring", format!("msg-{n}"), format!("r-{n}")).unwrap();
-    let claims = if n.is_multiple_of(3) {
-        Claims::click(
-            ids,
-            Destination::parse(&format!("https://example.com/p/{n}?utm=mail")).unwrap(),
-        )
-    } else {
-        Claims::open(ids)
-    };
-    Event::born(
-        claims,
-        Ipv4Addr::new(203, 0, 113, (n % 250) as u8).into(),
-        "Mozilla/5.0 'quoted' \"ua\"",
-        SystemTime::now(),
-    )
-}
-
 /// A queue on `redis` in `mode`, holding `events` (each enqueued once).
 async fn queue_with(redis: &RedisServer, mode: QueueMode, events: &[Event]) -> Queue {
-    let redis_config = RedisConfig {
-        url: redis.url().parse().unwrap(),
-        ..RedisConfig::default()
-    };
     let queue_config = QueueConfig {
         mode,
         ..QueueConfig::default()
     };
-    let queue = Queue::new(&redis_config, &queue_config, &mut Registry::default()).unwrap();
+    let queue = Queue::new(&redis.config(), &queue_config, &mut Registry::default()).unwrap();
     let (enqueuer, writer) = queue.start_enqueuer(None);
     let mut waits = Vec::new();
     for e in events {
@@ -71,11 +44,13 @@ fn drain_config(sink: &str) -> DrainConfig {
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(200),
         lease: Duration::from_secs(30),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
         ..DrainConfig::default()
     }
 }
 
-/// A drain running in the background until the handle is stopped.
+/// A drain running in the background until the handle is stopped, opened and run as
+/// `pixelgate drain` does.
 struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -84,46 +59,25 @@ struct Running {
 
 impl Running {
     async fn start(config: DrainConfig, mode: QueueMode, redis: &RedisServer) -> Self {
-        let sink = Sink::open(config.sink_url.as_ref().unwrap(), &config).unwrap();
-        sink.migrate().await.unwrap();
-        Self::start_with(config, mode, redis, sink)
-    }
-
-    fn start_with(config: DrainConfig, mode: QueueMode, redis: &RedisServer, sink: Sink) -> Self {
-        let redis_config = RedisConfig {
-            url: redis.url().parse().unwrap(),
-            ..RedisConfig::default()
-        };
-        let mut registry = Registry::default();
-        let queue = Queue::new(
-            &redis_config,
-            &QueueConfig {
+        let settings = Settings {
+            drain: config,
+            redis: redis.config(),
+            queue: QueueConfig {
                 mode,
                 ..QueueConfig::default()
             },
-            &mut registry,
-        )
-        .unwrap();
-        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin_addr = admin.local_addr().unwrap();
+        };
+        settings.validate().unwrap();
+        let drain = Drain::open(&settings).unwrap();
+        let admin = drain.admin_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(pixelgate_drain::run(
-            config,
-            pixelgate_drain::Parts {
-                queue,
-                mode,
-                sink,
-                registry,
-                admin,
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(drain.run(async {
+            let _ = stopped.await;
+        }));
         Self {
             stop: Some(stop),
             task,
-            admin: admin_addr,
+            admin,
         }
     }
 
@@ -132,16 +86,19 @@ impl Running {
         (&mut self.task).await.unwrap().unwrap();
     }
 
-    /// GET on the drain's admin listener, through a raw HTTP/1.0 request.
+    /// GET on the drain's admin listener: the status line's code and the body.
     async fn admin_get(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let reply = pixelgate_tests::http::read(&mut s, &mut Vec::new())
             .await
             .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        format!("{} {}", reply.status.as_u16(), reply.text())
     }
 }
 
@@ -359,19 +316,22 @@ async fn json_lines_are_appended_synced_and_rotated() {
     assert_eq!(ids, events.iter().map(|e| e.id).collect());
 }
 
-#[test]
-fn sink_urls_name_their_kind_and_hide_passwords() {
-    let mysql: SinkUrl = "mariadb://u:secret@db:3306/x".parse().unwrap();
-    assert!(matches!(mysql, SinkUrl::Mysql(_)));
-    assert!(!format!("{mysql:?}").contains("secret"));
-    assert!(matches!(
-        "postgresql://u@db/x".parse::<SinkUrl>().unwrap(),
-        SinkUrl::Postgres(_)
-    ));
-    assert_eq!(
-        "jsonl:///var/lib/x.jsonl".parse::<SinkUrl>().unwrap(),
-        SinkUrl::JsonLines("/var/lib/x.jsonl".into())
-    );
+#[tokio::test]
+async fn sink_urls_name_their_kind_and_hide_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("jsonl://{}/x.jsonl", dir.path().display());
+    for (url, name) in [
+        ("mariadb://u:secret@db:3306/x", "mysql"),
+        ("mysql://u@db/x", "mysql"),
+        ("postgresql://u@db/x", "postgres"),
+        ("postgres://u@db/x", "postgres"),
+        (file.as_str(), "jsonl"),
+    ] {
+        let parsed: SinkUrl = url.parse().unwrap();
+        assert!(!format!("{parsed:?}").contains("secret"), "{parsed:?}");
+        let sink = pixelgate_drain::sink::open(&parsed, &DrainConfig::default()).unwrap();
+        assert_eq!(sink.name(), name, "{url}");
+    }
     for bad in [
         "sqlite:///x",
         "jsonl://host/x",
@@ -379,5 +339,60 @@ fn sink_urls_name_their_kind_and_hide_passwords() {
         "nonsense",
     ] {
         assert!(bad.parse::<SinkUrl>().is_err(), "{bad}");
+    }
+}
+
+/// Nothing is acknowledged that was neither written nor dead-lettered, in either mode: when the
+/// dead-letter key cannot take a batch's poison, the whole batch stays in Redis (stream mode
+/// used to acknowledge the batch's events anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_poison_cannot_be_dead_lettered_is_not_acknowledged() {
+    for mode in [QueueMode::List, QueueMode::Stream] {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let events: Vec<Event> = (0..10).map(event).collect();
+        let _queue = queue_with(&redis, mode, &events).await;
+        match mode {
+            QueueMode::List => drop(redis.call(&["RPUSH", "pixelgate:events", "not json"])),
+            QueueMode::Stream => {
+                drop(redis.call(&["XADD", "pixelgate:events", "*", "event", "not json"]))
+            }
+        }
+        // A dead-letter key of the wrong type: moving the poison there fails.
+        redis.call(&["SET", "pixelgate:events:dead", "in the way"]);
+        let drain = Running::start(
+            drain_config(&format!("jsonl://{}", path.display())),
+            mode,
+            &redis,
+        )
+        .await;
+        until("the events to be written", Duration::from_secs(30), || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 10)
+        })
+        .await;
+        until("the poison to be seen", Duration::from_secs(30), || {
+            futures_block(drain.admin_get("/metrics"))
+                .contains("pixelgate_drain_poison_events_total 1")
+        })
+        .await;
+        drain.stop().await;
+        let int = |reply: Reply| match reply {
+            Reply::Int(n) => n,
+            Reply::Bulk(Some(b)) => String::from_utf8(b).unwrap().parse().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let held = match mode {
+            QueueMode::List => {
+                int(redis.call(&["LLEN", "pixelgate:events"]))
+                    + int(redis.call(&["HGET", "pixelgate:events:lease-data", "inflight"]))
+            }
+            QueueMode::Stream => int(redis.call(&["XLEN", "pixelgate:events"])),
+        };
+        assert_eq!(held, 11, "{mode:?}: every element is still in Redis");
+        assert_eq!(
+            redis.call(&["GET", "pixelgate:events:dead"]),
+            Reply::Bulk(Some(b"in the way".to_vec()))
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use pixelgate_core::deserialize_from_str;
+use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
 use serde::Deserialize;
 
 /// The edge's part of the configuration.
@@ -157,12 +157,12 @@ pub struct ClickConfig {
 }
 
 impl EdgeConfig {
-    /// Checks what single values cannot check; the error is `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks what single values cannot check; the error names the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
         let s = &self.server;
         // Port 0 asks the kernel for a free port, so two of them never collide.
         if s.listen == s.admin_listen && s.listen.port() != 0 {
-            return Err((
+            return Err(Invalid::new(
                 "server.admin_listen",
                 format!("must differ from server.listen ({})", s.listen),
             ));
@@ -172,13 +172,13 @@ impl EdgeConfig {
             ("server.request_timeout", s.request_timeout),
         ] {
             if d.is_zero() {
-                return Err((key, "must be more than 0s".into()));
+                return Err(Invalid::new(key, "must be more than 0s"));
             }
         }
         if self.rate_limit.burst < self.rate_limit.per_second {
-            return Err((
+            return Err(Invalid::new(
                 "rate_limit.burst",
-                "must be at least rate_limit.per_second".into(),
+                "must be at least rate_limit.per_second",
             ));
         }
         for (i, c) in self.tls.certificates.iter().enumerate() {
@@ -187,7 +187,7 @@ impl EdgeConfig {
                     .iter()
                     .any(|n| n.is_empty() || n.contains(['/', ' ']))
             {
-                return Err((
+                return Err(Invalid::new(
                     "tls.certificates",
                     format!(
                         "certificate {} needs one or more host names in `names`",
@@ -201,7 +201,7 @@ impl EdgeConfig {
                 .iter()
                 .any(|h| h.is_empty() || h.contains(['/', ':', ' ', '@']))
             {
-                return Err((
+                return Err(Invalid::new(
                     "click.allowed_hosts",
                     format!("{account}: a host is a name like example.com, without scheme or port"),
                 ));
@@ -222,15 +222,15 @@ impl PublicUrl {
 }
 
 impl FromStr for PublicUrl {
-    type Err = String;
+    type Err = BadValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = url::Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let url = url::Url::parse(s)?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err("must be an http or https URL with a host".into());
+            return Err(BadValue::Rule("must be an http or https URL with a host"));
         }
         if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-            return Err("must have no query, fragment or user name".into());
+            return Err(BadValue::Rule("must have no query, fragment or user name"));
         }
         Ok(Self(String::from(url).trim_end_matches('/').to_owned()))
     }

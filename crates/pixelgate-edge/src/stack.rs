@@ -1,380 +1,120 @@
-//! The HTTP stack of each listener, built in one function each, outermost layer first.
+//! The whole stack of each listener, in one function each, outermost first: the connection
+//! settings, then the layers every request passes through, then the handler.
 //!
-//! Every layer says why it is there and why in that place. The handlers at the bottom are
-//! plain async functions (`routes::public`, `routes::admin`); everything a request passes
-//! through before them is visible here.
+//! Every entry says why it is there and why in that place. A request layer is either a plain
+//! request mapping (`map_request`), the rescue, or a [`Step`] from
+//! `middleware/`; the handlers are the async functions of `handlers/`.
+//!
+//! [`Step`]: crate::middleware::Step
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
-use hyper::body::{Body as _, Incoming};
-use tokio::sync::Semaphore;
-use tower::{ServiceBuilder, service_fn, util::BoxCloneSyncService};
-use tower_http::{
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    timeout::TimeoutLayer,
-};
-use tracing::{Instrument as _, field};
+use pixelgate_http::{ConnLimits, Connections, MakeRequests, RescueLayer, SharedTls, Stack};
+use tower::ServiceBuilder;
 
 use crate::{
     config::ServerConfig,
-    error::{Body, EdgeError},
-    routes::{self, AppState, Route},
+    handlers,
+    middleware::{
+        StepLayer, classify, deadline::Deadline, limits::Limits, observe::Observe,
+        request_id::SetRequestId, shed::Shed,
+    },
+    state::AppState,
 };
 
-/// A listener's whole stack as one cloneable service.
-pub type HttpService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+/// The public listener: pixels, clicks, health, `robots.txt`, the favicon.
+pub(crate) fn public(
+    state: &Arc<AppState>,
+    config: &ServerConfig,
+    tls: Option<SharedTls>,
+) -> Stack<impl MakeRequests> {
+    let connections = Connections::new(&conn_limits(config))
+        // At most `server.max_connections` open; a connection past it is closed as soon as it
+        // is accepted, before any byte of it is read.
+        .capped(
+            config.max_connections.get(),
+            state.metrics.connections_open.clone(),
+            state.metrics.connections_refused.clone(),
+        )
+        // Then TLS when certificates are configured (by SNI; ALPN picks HTTP/2 or 1.1), or
+        // else the HTTP/2 preface sniffed; either within `server.header_read_timeout`. hyper
+        // then bounds header time, count and size, and HTTP/2 streams and resets
+        // (`conn_limits`); an HTTP/2 connection with no request in flight for the header
+        // timeout is closed, as hyper closes an idle HTTP/1 one.
+        .tls(tls);
+    let state = state.clone();
+    let observe = Observe::new(state.metrics.clone(), config.access_log);
+    let shed = Shed::new(config.max_in_flight.get());
+    let deadline = Deadline(config.request_timeout);
+    let limits = Limits::new(config);
+    let requests = move |peer: SocketAddr| {
+        let state = state.clone();
+        ServiceBuilder::new()
+            // The client's socket address, from the connection: client-address resolution and
+            // the access log read it.
+            .map_request(classify::peer(peer))
+            // A random request id, before anything can answer, so every later layer and log
+            // line can name the request and every response (shed or timed out too) echoes it.
+            .layer(StepLayer(SetRequestId))
+            // The route, read from the path once: the span, the metrics, the limits and the
+            // handler take it from the extensions.
+            .map_request(classify::public)
+            // Span, metrics and access log around everything that can answer, so refusals are
+            // counted with the status their clients got.
+            .layer(StepLayer(observe.clone()))
+            // Every refusal below becomes its response here (`Refusal::into_response`).
+            .layer(RescueLayer)
+            // Load shedding over a global in-flight cap: past `server.max_in_flight`, `503` with
+            // `Retry-After` at once instead of a queue, so latency stays bounded.
+            .layer(StepLayer(shed.clone()))
+            // A whole-request deadline, `408`: handlers bound their Redis wait already, so this
+            // only catches what should never happen.
+            .layer(StepLayer(deadline))
+            // Cheap refusals last before the handler: oversized targets and headers, bodies on
+            // tracking routes. Behind the in-flight cap, so floods of them are shed too.
+            .layer(StepLayer(limits))
+            .service_fn(move |req| handlers::public::public(state.clone(), req))
+    };
+    Stack {
+        connections,
+        requests,
+    }
+}
 
-/// The public listener: pixels, clicks, health.
-pub fn public(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
-    let limits = Limits {
-        max_uri_bytes: config.max_uri_bytes.get(),
+/// The admin listener: health, readiness, `/test`, `/metrics`. Not capped, rate-limited or
+/// shed: it is private, and must answer while the public side is overloaded.
+pub(crate) fn admin(state: &Arc<AppState>, config: &ServerConfig) -> Stack<impl MakeRequests> {
+    // Plain HTTP/1.1 or HTTP/2 under the same hyper limits as the public side.
+    let connections = Connections::new(&conn_limits(config));
+    let state = state.clone();
+    let observe = Observe::new(state.metrics.clone(), config.access_log);
+    let deadline = Deadline(config.request_timeout);
+    let requests = move |peer: SocketAddr| {
+        let state = state.clone();
+        ServiceBuilder::new()
+            // As on the public side: peer, request id, route, then observation.
+            .map_request(classify::peer(peer))
+            .layer(StepLayer(SetRequestId))
+            .map_request(classify::admin)
+            .layer(StepLayer(observe.clone()))
+            .layer(RescueLayer)
+            // A deadline: `/test` and `/metrics` talk to Redis.
+            .layer(StepLayer(deadline))
+            .service_fn(move |req| handlers::admin::admin(state.clone(), req))
+    };
+    Stack {
+        connections,
+        requests,
+    }
+}
+
+/// What hyper enforces on a connection, from `[server]`.
+fn conn_limits(config: &ServerConfig) -> ConnLimits {
+    ConnLimits {
+        header_read_timeout: config.header_read_timeout,
         max_headers: config.max_headers.get(),
         max_header_bytes: config.max_header_bytes.get(),
-    };
-    let observe = Observe {
-        state: state.clone(),
-        access_log: config.access_log,
-        route: RouteOf::Public,
-    };
-    let in_flight = Arc::new(Semaphore::new(config.max_in_flight.get()));
-    let ids = Counter(state.request_ids.clone());
-    let handler = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(routes::public(state, req).await) }
-    });
-    let stack = ServiceBuilder::new()
-        // Request ids first, so every later layer and every log line can name the request;
-        // the id is echoed in the response (`x-request-id`), also for shed or timed-out ones.
-        .layer(SetRequestIdLayer::x_request_id(ids))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // Span, metrics and access log around everything below, so shed (503), timed-out
-        // (408) and refused (414/431) requests are counted like any other.
-        .layer_fn(move |inner| ObserveService {
-            inner,
-            observe: observe.clone(),
-        })
-        // Load shedding over a global in-flight cap: past `max_in_flight` the edge answers
-        // `503` with `Retry-After` at once instead of queueing, so latency stays bounded.
-        .layer_fn(move |inner| ShedService {
-            inner,
-            in_flight: in_flight.clone(),
-        })
-        // A whole-request deadline; handlers already bound their Redis wait by
-        // `queue.ack_timeout`, so this only catches what should never happen.
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        // Cheap refusals last before the handler: oversized targets and headers, bodies on
-        // tracking routes. Behind the in-flight cap, so floods of them are shed too.
-        .layer_fn(move |inner| LimitsService { inner, limits })
-        .service(handler);
-    BoxCloneSyncService::new(stack)
-}
-
-/// The admin listener: health, readiness, `/test`, `/metrics`. Not rate-limited or shed:
-/// it is private, and must answer while the public side is overloaded.
-pub fn admin(state: Arc<AppState>, config: &ServerConfig) -> HttpService {
-    let observe = Observe {
-        state: state.clone(),
-        access_log: config.access_log,
-        route: RouteOf::Admin,
-    };
-    let ids = Counter(state.request_ids.clone());
-    let handler = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(routes::admin(state, req).await) }
-    });
-    let stack = ServiceBuilder::new()
-        // Request ids, as on the public side.
-        .layer(SetRequestIdLayer::x_request_id(ids))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // Span, metrics and access log.
-        .layer_fn(move |inner| ObserveService {
-            inner,
-            observe: observe.clone(),
-        })
-        // A deadline: `/test` and `/metrics` talk to Redis.
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .service(handler);
-    BoxCloneSyncService::new(stack)
-}
-
-/// Answers `503` when every in-flight slot is taken; otherwise holds a slot until the
-/// response is ready.
-#[derive(Clone)]
-struct ShedService<S> {
-    inner: S,
-    in_flight: Arc<Semaphore>,
-}
-
-impl<S> tower::Service<Request<Incoming>> for ShedService<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        match self.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let future = self.inner.call(req);
-                Box::pin(async move {
-                    let response = future.await;
-                    drop(permit);
-                    response
-                })
-            }
-            Err(_) => Box::pin(std::future::ready(
-                Ok(EdgeError::Overloaded.into_response()),
-            )),
-        }
-    }
-}
-
-type BoxFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-/// Request ids: a process-wide counter in hex. Unique per process, cheap, and sortable.
-#[derive(Clone)]
-struct Counter(Arc<AtomicU64>);
-
-impl MakeRequestId for Counter {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        // The formatted string becomes the header value's bytes: one allocation, no copy.
-        HeaderValue::from_maybe_shared(Bytes::from(format!("{n:016x}")))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-#[derive(Clone, Copy)]
-enum RouteOf {
-    Public,
-    Admin,
-}
-
-/// Span, metrics and the optional access log for each request.
-#[derive(Clone)]
-struct Observe {
-    state: Arc<AppState>,
-    access_log: bool,
-    route: RouteOf,
-}
-
-#[derive(Clone)]
-struct ObserveService<S> {
-    inner: S,
-    observe: Observe,
-}
-
-impl<S> tower::Service<Request<Incoming>> for ObserveService<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let started = Instant::now();
-        let route = match self.observe.route {
-            RouteOf::Public => Route::public(req.uri().path()).0,
-            RouteOf::Admin => Route::admin(req.uri().path()),
-        };
-        // The id is copied out of the request only for a span or a log line that shows it.
-        let span = tracing::debug_span!("request", id = field::Empty, route = route.as_str());
-        if !span.is_disabled() {
-            span.record("id", request_id(&req));
-        }
-        let access = self.observe.access_log.then(|| AccessLine::of(&req));
-        let observe = self.observe.clone();
-        let future = self.inner.call(req);
-        Box::pin(
-            async move {
-                let response = future.await?;
-                let status = response.status().as_u16();
-                observe
-                    .state
-                    .metrics
-                    .observe(route, status, started.elapsed());
-                if let Some(line) = access {
-                    line.log(status, started.elapsed());
-                }
-                Ok(response)
-            }
-            .instrument(span),
-        )
-    }
-}
-
-/// The request's id (`x-request-id`), set by the outermost layer.
-fn request_id<B>(req: &Request<B>) -> &str {
-    req.extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-")
-}
-
-/// What the access log says about a request; every client-supplied part escaped.
-struct AccessLine {
-    id: String,
-    method: String,
-    /// The request target; not named `target`, which JSON logs already use for the log target.
-    uri: String,
-    peer: String,
-    user_agent: String,
-}
-
-impl AccessLine {
-    fn of(req: &Request<Incoming>) -> Self {
-        let peer = req
-            .extensions()
-            .get::<routes::Peer>()
-            .map_or_else(|| "-".to_owned(), |p| p.0.to_string());
-        let ua = req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .map_or(&b"-"[..], HeaderValue::as_bytes);
-        Self {
-            id: request_id(req).to_owned(),
-            method: req.method().as_str().escape_debug().to_string(),
-            uri: escape(req.uri().to_string().as_bytes()),
-            peer,
-            user_agent: escape(ua),
-        }
-    }
-
-    fn log(&self, status: u16, elapsed: std::time::Duration) {
-        tracing::info!(
-            target: "pixelgate::access",
-            id = %self.id,
-            peer = %self.peer,
-            method = %self.method,
-            uri = %self.uri,
-            status,
-            micros = elapsed.as_micros() as u64,
-            ua = %self.user_agent,
-        );
-    }
-}
-
-/// Bytes as text with every control character, quote, backslash and non-UTF-8 byte escaped,
-/// so a request can never write a terminal escape sequence or a fake line into a log.
-pub fn escape(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.chars().flat_map(char::escape_debug).collect()
-}
-
-/// The limits `LimitsService` enforces.
-#[derive(Clone, Copy)]
-struct Limits {
-    max_uri_bytes: usize,
-    max_headers: usize,
-    max_header_bytes: usize,
-}
-
-#[derive(Clone)]
-struct LimitsService<S> {
-    inner: S,
-    limits: Limits,
-}
-
-impl<S> tower::Service<Request<Incoming>> for LimitsService<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        match self.limits.check(&req) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(e) => Box::pin(std::future::ready(Ok(e.into_response()))),
-        }
-    }
-}
-
-impl Limits {
-    fn check(&self, req: &Request<Incoming>) -> Result<(), EdgeError> {
-        let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        if target > self.max_uri_bytes {
-            return Err(EdgeError::UriTooLong);
-        }
-        let headers = req.headers();
-        if headers.len() > self.max_headers {
-            return Err(EdgeError::HeadersTooLarge);
-        }
-        let bytes: usize = headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        if bytes > self.max_header_bytes {
-            return Err(EdgeError::HeadersTooLarge);
-        }
-        let (route, _) = Route::public(req.uri().path());
-        if matches!(route, Route::Pixel | Route::Click) && !req.body().is_end_stream() {
-            return Err(EdgeError::BodyNotAllowed);
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The stack moves each request's handler future into a box; its size is copied on every
-    /// request. A Redis call awaited unboxed in `routes::public` (about 14 KB) once made that
-    /// copy a tenth of the edge's CPU time.
-    #[test]
-    fn the_public_handler_future_stays_small() {
-        fn future_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
-            std::mem::size_of::<F>()
-        }
-        let size = future_size(routes::public);
-        eprintln!("routes::public future: {size} bytes");
-        assert!(size <= 4096, "routes::public's future is {size} bytes");
+        max_uri_bytes: config.max_uri_bytes.get(),
+        max_concurrent_streams: config.max_concurrent_streams.get(),
     }
 }

@@ -7,7 +7,6 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
-use arc_swap::ArcSwap;
 use rustls::{
     ServerConfig,
     server::{ClientHello, ResolvesServerCert},
@@ -25,9 +24,6 @@ pub enum TlsError {
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
 }
-
-/// The current TLS settings; swapped whole on reload.
-pub type SharedTls = Arc<ArcSwap<ServerConfig>>;
 
 /// Builds the server's TLS settings, or `None` when no certificate is configured.
 pub fn load(config: &TlsConfig) -> Result<Option<Arc<ServerConfig>>, TlsError> {

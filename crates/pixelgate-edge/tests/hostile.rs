@@ -471,44 +471,16 @@ enum Then {
 }
 
 /// One answer read off the wire.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
+type Answer = Reply;
 
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Splits a byte stream into HTTP/1.1 answers (`Content-Length` bodies, as the edge sends).
-fn answers(mut bytes: &[u8]) -> Vec<Answer> {
-    let mut out = Vec::new();
-    while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {head:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap());
-        bytes = &bytes[(end + 4 + length).min(bytes.len())..];
-        out.push(Answer { status, headers });
-    }
-    out
+/// Splits a byte stream into HTTP/1.1 answers; a last one cut short is left out.
+fn answers(bytes: &[u8]) -> Vec<Answer> {
+    pixelgate_tests::http::parse_all(bytes).unwrap_or_else(|e| {
+        panic!(
+            "not HTTP answers ({e}): {:?}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
 }
 
 /// A request the server answers `200` after any other, with `Connection: close`.
@@ -857,7 +829,7 @@ async fn smuggled_requests_are_never_answered_or_recorded() {
             .replace("{X}", &format!("{:x}", hidden.len()));
         tasks.spawn(async move {
             let all = exchange(addr, request.as_bytes(), statuses.len(), then).await;
-            let got: Vec<u16> = all.iter().map(|a| a.status).collect();
+            let got: Vec<u16> = all.iter().map(|a| a.status.as_u16()).collect();
             assert_eq!(got, statuses, "{what}: {all:?}");
             assert!(all.iter().all(|a| a.header("location").is_none()), "{what}");
         });

@@ -16,8 +16,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use pixelgate_core::{Claims, Event, Ids};
-use pixelgate_queue::{Lane, Pool, Queue, QueueConfig, RedisConfig};
+use pixelgate_core::{Claims, Event, Ids, Observed};
+use pixelgate_queue::{Lane, Pool, Queue, QueueConfig};
 use pixelgate_tests::RedisServer;
 use prometheus_client::registry::Registry;
 
@@ -48,10 +48,7 @@ fn main() {
 
 async fn bench() {
     let server = RedisServer::start();
-    let redis = RedisConfig {
-        url: server.url().parse().unwrap(),
-        ..RedisConfig::default()
-    };
+    let redis = server.config();
     let queue = Queue::new(&redis, &QueueConfig::default(), &mut Registry::default()).unwrap();
     let pool = Pool::new(&redis).unwrap();
     let (enqueuer, writer) = queue.start_enqueuer(None);
@@ -148,12 +145,13 @@ where
 
 fn event(n: usize) -> Event {
     let ids = Ids::new("acme", "spring-sale", format!("msg-{n:06}"), "r-42").unwrap();
-    Event::born(
-        Claims::open(ids),
-        Ipv4Addr::new(192, 0, 2, 7).into(),
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)",
-        SystemTime::now(),
-    )
+    Event::born(Observed {
+        claims: Claims::open(ids),
+        ip: Ipv4Addr::new(192, 0, 2, 7).into(),
+        user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)",
+        at: SystemTime::now(),
+        limited: false,
+    })
 }
 
 /// `RPUSH` calls so far, from `INFO commandstats`.

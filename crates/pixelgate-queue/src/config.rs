@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::deserialize_from_str;
+use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
 use serde::Deserialize;
 use url::Url;
 
@@ -68,8 +68,8 @@ impl RedisConfig {
         !self.cluster_nodes.is_empty()
     }
 
-    /// Checks what single values cannot check; the error is `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks what single values cannot check; the error names the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (key, d) in [
             ("redis.connect_timeout", self.connect_timeout),
             ("redis.wait_timeout", self.wait_timeout),
@@ -77,7 +77,7 @@ impl RedisConfig {
             ("redis.command_timeout", self.command_timeout),
         ] {
             if d.is_zero() {
-                return Err((key, "must be more than 0s".into()));
+                return Err(Invalid::new(key, "must be more than 0s"));
             }
         }
         if self
@@ -85,9 +85,9 @@ impl RedisConfig {
             .iter()
             .any(|n| n.0.scheme().contains("unix"))
         {
-            return Err((
+            return Err(Invalid::new(
                 "redis.cluster_nodes",
-                "cluster nodes are redis:// or rediss:// URLs".into(),
+                "cluster nodes are redis:// or rediss:// URLs",
             ));
         }
         Ok(())
@@ -201,25 +201,25 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
-    /// Checks what single values cannot check; the error is `(key, reason)`.
-    pub fn validate(&self, redis: &RedisConfig) -> Result<(), (&'static str, String)> {
+    /// Checks what single values cannot check; the error names the key.
+    pub fn validate(&self, redis: &RedisConfig) -> Result<(), Invalid> {
         if self.key == self.overflow_key {
-            return Err((
+            return Err(Invalid::new(
                 "queue.overflow_key",
-                "must differ from queue.key, or limited events would crowd out real ones".into(),
+                "must differ from queue.key, or limited events would crowd out real ones",
             ));
         }
         if self.ack_timeout.is_zero() {
-            return Err(("queue.ack_timeout", "must be more than 0s".into()));
+            return Err(Invalid::new("queue.ack_timeout", "must be more than 0s"));
         }
         if self.linger > Duration::from_millis(50) {
-            return Err((
+            return Err(Invalid::new(
                 "queue.linger",
-                "must be at most 50ms: every request waits for it".into(),
+                "must be at most 50ms: every request waits for it",
             ));
         }
         if self.batch_max.get() > 100_000 {
-            return Err(("queue.batch_max", "must be at most 100000".into()));
+            return Err(Invalid::new("queue.batch_max", "must be at most 100000"));
         }
         if redis.is_cluster() {
             for (name, key) in [
@@ -227,16 +227,16 @@ impl QueueConfig {
                 ("queue.overflow_key", &self.overflow_key),
             ] {
                 if key.0.contains(['{', '}']) {
-                    return Err((
+                    return Err(Invalid::new(
                         name,
-                        "must not contain { or } on a cluster: pixelgate adds the hash tags".into(),
+                        "must not contain { or } on a cluster: pixelgate adds the hash tags",
                     ));
                 }
             }
         } else if self.shards.get() != 1 {
-            return Err((
+            return Err(Invalid::new(
                 "queue.shards",
-                "must be 1 unless redis.cluster_nodes is set".into(),
+                "must be 1 unless redis.cluster_nodes is set",
             ));
         }
         Ok(())
@@ -275,14 +275,16 @@ impl fmt::Debug for RedisUrl {
 }
 
 impl FromStr for RedisUrl {
-    type Err = String;
+    type Err = BadValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let url = Url::parse(s)?;
         match url.scheme() {
             "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(Self(url)),
             "unix" | "redis+unix" if !url.path().is_empty() => Ok(Self(url)),
-            _ => Err("must be redis://host:port, rediss://host:port or unix:///path".into()),
+            _ => Err(BadValue::Rule(
+                "must be redis://host:port, rediss://host:port or unix:///path",
+            )),
         }
     }
 }
@@ -299,11 +301,13 @@ impl RedisKey {
 }
 
 impl FromStr for RedisKey {
-    type Err = String;
+    type Err = BadValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 256 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("must be 1 to 256 bytes without spaces or control characters".into());
+            return Err(BadValue::Rule(
+                "must be 1 to 256 bytes without spaces or control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -338,18 +342,18 @@ mod tests {
         let mut q = QueueConfig::default();
         q.validate(&redis).unwrap();
         q.shards = NonZeroU16::new(3).unwrap();
-        assert_eq!(q.validate(&redis).unwrap_err().0, "queue.shards");
+        assert_eq!(q.validate(&redis).unwrap_err().key, "queue.shards");
         let cluster = RedisConfig {
             cluster_nodes: vec!["redis://a:1".parse().unwrap()],
             ..redis
         };
         q.validate(&cluster).unwrap();
         q.key = "{x}events".parse().unwrap();
-        assert_eq!(q.validate(&cluster).unwrap_err().0, "queue.key");
+        assert_eq!(q.validate(&cluster).unwrap_err().key, "queue.key");
         let q = QueueConfig {
             linger: Duration::from_secs(1),
             ..QueueConfig::default()
         };
-        assert_eq!(q.validate(&cluster).unwrap_err().0, "queue.linger");
+        assert_eq!(q.validate(&cluster).unwrap_err().key, "queue.linger");
     }
 }

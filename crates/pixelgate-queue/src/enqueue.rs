@@ -1,6 +1,6 @@
 //! The enqueuer: group commit of events into Redis, with the disk spool behind it.
 //!
-//! The edge calls [`Enqueuer::enqueue`] once per event. A single writer task takes events from a
+//! The edge calls [`Enqueuer::enqueue_raw`] once per event, with its JSON. A single writer task takes events from a
 //! bounded channel and writes them in batches (one `RPUSH key e1 … eN`, or pipelined `XADD`s),
 //! with up to `queue.max_in_flight` batches on their own pooled connections at once. While
 //! batches are in flight new events gather, so batches grow with load and the number of Redis
@@ -50,7 +50,18 @@ pub enum EnqueueError {
 }
 
 impl EnqueueError {
-    /// The `reason` label this error is counted under.
+    /// Every `reason` an event can be dropped for, so callers can create their counters up front.
+    pub const REASONS: [&'static str; 7] = [
+        "queue_full",
+        "shutting_down",
+        "ack_timeout",
+        "redis_error",
+        "spool_full",
+        "spool_frame",
+        "spool_error",
+    ];
+
+    /// The `reason` label this error is counted under; one of [`Self::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Full => "queue_full",

@@ -12,7 +12,9 @@ use std::{sync::Arc, time::Duration};
 use redis::{Script, Value};
 use tokio::time::timeout;
 
-use crate::{error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool};
+use crate::{
+    error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool, source::Holding,
+};
 
 macro_rules! script {
     ($name:literal) => {
@@ -51,6 +53,7 @@ pub struct Leases {
     scripts: Arc<Scripts>,
     metrics: Arc<QueueMetrics>,
     command_timeout: Duration,
+    holding: Holding,
 }
 
 impl Leases {
@@ -59,6 +62,7 @@ impl Leases {
         shards: Vec<ShardKeys>,
         metrics: Arc<QueueMetrics>,
         command_timeout: Duration,
+        holding: Holding,
     ) -> Self {
         let scripts = Scripts {
             claim: Script::new(script!("claim")),
@@ -72,7 +76,13 @@ impl Leases {
             scripts: Arc::new(scripts),
             metrics,
             command_timeout,
+            holding,
         }
+    }
+
+    /// How long the batches it takes as a [`crate::BatchSource`] are leased for.
+    pub fn holding(&self) -> Holding {
+        self.holding
     }
 
     /// The shards this handle can lease from.
@@ -150,7 +160,11 @@ impl Leases {
 
     /// Appends elements that are not events to the shard's dead-letter list (`KEY:dead`), for
     /// a person to look at. Called before the lease holding them is acknowledged.
-    pub async fn dead_letter(&self, shard: usize, payloads: &[Vec<u8>]) -> Result<(), QueueError> {
+    pub async fn dead_letter_payloads(
+        &self,
+        shard: usize,
+        payloads: &[Vec<u8>],
+    ) -> Result<(), QueueError> {
         if payloads.is_empty() {
             return Ok(());
         }

@@ -8,7 +8,9 @@
 //!   spool (`pixelgate_spool`); `replay.rs` moves spooled events back once Redis answers.
 //! - [`lease`]: list mode, drain side: Lua leases, so a crashed drain loses nothing.
 //! - [`stream`]: stream mode, drain side: the consumer group `pixelgate-drain`.
-//! - [`metrics`]: counters, histograms and gauges for `/metrics` and `/readyz`.
+//! - [`source`]: [`BatchSource`], what both drain sides are to the drain: take, keep,
+//!   dead-letter, acknowledge, give back.
+//! - [`metrics`]: counters, histograms and gauges for `/metrics`.
 //!
 //! Invariant: this crate knows nothing of HTTP; the edge and the drain use Redis only through
 //! [`Queue`] and the handles it gives out.
@@ -21,6 +23,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pool;
 mod replay;
+pub mod source;
 pub mod stream;
 
 use std::{sync::Arc, time::Duration};
@@ -38,10 +41,11 @@ pub use crate::{
     lease::{Lease, Leases},
     metrics::QueueMetrics,
     pool::{Pool, PoolStatus},
+    source::{BatchSource, Holding, Taken},
     stream::{Entry, StreamBatch, StreamConsumer},
 };
 
-/// What `/readyz` and `/metrics` report about the queue.
+/// What `/metrics` reports about the queue, read from Redis when it is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
     /// Events waiting in Redis, all shards.
@@ -94,14 +98,6 @@ impl Queue {
         &self.layout
     }
 
-    pub fn metrics(&self) -> &QueueMetrics {
-        &self.metrics
-    }
-
-    pub fn pool_status(&self) -> PoolStatus {
-        self.pool.status()
-    }
-
     /// Starts the group-commit writer and returns the handle to enqueue through. With a
     /// spool, batches Redis does not take in time go there, and a replayer moves them back.
     pub fn start_enqueuer(&self, spool: Option<Arc<Spool>>) -> (Enqueuer, WriterHandle) {
@@ -115,24 +111,32 @@ impl Queue {
         (enqueuer, WriterHandle(tokio::spawn(done)))
     }
 
-    /// Leasing access to the given shards (list mode).
-    pub fn leases(&self, shards: &[usize]) -> Leases {
+    /// Leasing access to the given shards (list mode); all when `shards` is empty.
+    pub fn leases(&self, shards: &[usize], holding: Holding) -> Leases {
         Leases::new(
             self.pool.clone(),
             self.pick(shards),
             self.metrics.clone(),
             self.command_timeout,
+            holding,
         )
     }
 
-    /// A consumer named `name` of the group `pixelgate-drain` on the given shards (stream mode).
-    pub fn stream_consumer(&self, name: &str, shards: &[usize]) -> StreamConsumer {
+    /// A consumer named `name` of the group `pixelgate-drain` on the given shards (stream
+    /// mode); all when `shards` is empty.
+    pub fn stream_consumer(
+        &self,
+        name: &str,
+        shards: &[usize],
+        holding: Holding,
+    ) -> StreamConsumer {
         StreamConsumer::new(
             self.pool.clone(),
             self.pick(shards),
             name.to_owned(),
             self.metrics.clone(),
             self.command_timeout,
+            holding,
         )
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Counters and histograms move as batches are written and leases taken; the gauges (depth,
 //! in flight, oldest age, pool use) are refreshed from Redis by [`crate::Queue::observe`] when
-//! `/metrics` or `/readyz` asks.
+//! `/metrics` asks (readiness only pings).
 
 use prometheus_client::{
     encoding::EncodeLabelSet,

@@ -10,7 +10,9 @@ use std::{sync::Arc, time::Duration};
 use redis::{Pipeline, Value};
 use tokio::time::timeout;
 
-use crate::{error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool};
+use crate::{
+    error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool, source::Holding,
+};
 
 /// The consumer group every drain joins.
 pub const GROUP: &str = "pixelgate-drain";
@@ -39,10 +41,9 @@ pub struct StreamConsumer {
     name: String,
     metrics: Arc<QueueMetrics>,
     command_timeout: Duration,
-    /// Entries idle this long in another consumer's pending list are taken over.
-    pub lease: Duration,
-    /// Entries delivered this many times go to the dead-letter stream instead.
-    pub max_deliveries: u64,
+    /// Entries idle `holding.lease` in another consumer's pending list are taken over; those
+    /// delivered `holding.max_deliveries` times go to the dead-letter stream instead.
+    holding: Holding,
 }
 
 impl StreamConsumer {
@@ -52,6 +53,7 @@ impl StreamConsumer {
         name: String,
         metrics: Arc<QueueMetrics>,
         command_timeout: Duration,
+        holding: Holding,
     ) -> Self {
         Self {
             pool,
@@ -59,13 +61,22 @@ impl StreamConsumer {
             name,
             metrics,
             command_timeout,
-            lease: Duration::from_secs(30),
-            max_deliveries: 5,
+            holding,
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How long entries are this consumer's, and how often they may be delivered.
+    pub fn holding(&self) -> Holding {
+        self.holding
+    }
+
+    /// How many shards this consumer reads.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     fn keys(&self, shard: usize) -> Result<&ShardKeys, QueueError> {
@@ -113,7 +124,8 @@ impl StreamConsumer {
             });
         }
         let key = &self.keys(shard)?.queue;
-        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX);
+        // `BLOCK 0` would wait for ever: at least a millisecond.
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
         let reply: Value = self
             .bounded(block + self.command_timeout, async {
                 let mut conn = self.pool.get().await?;
@@ -159,27 +171,38 @@ impl StreamConsumer {
         if batch.entries.is_empty() {
             return Ok(());
         }
+        self.forget(batch.shard, &batch.entries).await?;
+        self.metrics.acked.inc_by(batch.entries.len() as u64);
+        Ok(())
+    }
+
+    /// Sets the idle time of a batch's entries (still this consumer's) to `idle`: zero keeps
+    /// them ours for another lease, a whole lease hands them to the next consumer that reads.
+    pub async fn touch(&self, batch: &StreamBatch, idle: Duration) -> Result<(), QueueError> {
+        if batch.entries.is_empty() {
+            return Ok(());
+        }
         let key = &self.keys(batch.shard)?.queue;
-        let ids: Vec<&str> = batch.entries.iter().map(|e| e.id.as_str()).collect();
-        let mut pipe = Pipeline::new();
-        pipe.atomic();
-        pipe.cmd("XACK").arg(key).arg(GROUP).arg(&ids).ignore();
-        pipe.cmd("XDEL").arg(key).arg(&ids).ignore();
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(key).arg(GROUP).arg(&self.name).arg(0);
+        for e in &batch.entries {
+            cmd.arg(&e.id);
+        }
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        cmd.arg("IDLE").arg(idle_ms).arg("JUSTID");
         self.bounded(self.command_timeout, async {
             let mut conn = self.pool.get().await?;
-            let () = pipe.query_async(&mut conn).await?;
+            let _: Value = cmd.query_async(&mut conn).await?;
             Ok(())
         })
-        .await?;
-        self.metrics.acked.inc_by(ids.len() as u64);
-        Ok(())
+        .await
     }
 
     /// Takes over entries idle past the lease; those delivered `max_deliveries` times or more
     /// go to the dead-letter stream.
     async fn reclaim(&self, shard: usize, count: usize) -> Result<Vec<Entry>, QueueError> {
         let key = &self.keys(shard)?.queue;
-        let idle_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let idle_ms = u64::try_from(self.holding.lease.as_millis()).unwrap_or(u64::MAX);
         let reply: Value = self
             .bounded(self.command_timeout, async {
                 let mut conn = self.pool.get().await?;
@@ -229,7 +252,7 @@ impl StreamConsumer {
                 .filter_map(|row| match row {
                     Value::Array(f) if f.len() == 4 => match (&f[0], &f[3]) {
                         (Value::BulkString(id), Value::Int(n))
-                            if *n as u64 > self.max_deliveries =>
+                            if *n as u64 > self.holding.max_deliveries =>
                         {
                             Some(String::from_utf8_lossy(id).into_owned())
                         }
@@ -254,14 +277,16 @@ impl StreamConsumer {
         Ok(good)
     }
 
-    /// Copies entries to the dead-letter stream, then acknowledges and deletes them.
+    /// Copies entries to the dead-letter stream, then acknowledges and deletes them. Two steps,
+    /// because a transaction would not help: Redis runs the rest of a `MULTI` when one of its
+    /// commands fails, and an entry would be deleted without its copy. A crash between them
+    /// copies an entry twice at worst.
     pub async fn dead_letter(&self, shard: usize, entries: &[Entry]) -> Result<(), QueueError> {
         if entries.is_empty() {
             return Ok(());
         }
         let keys = self.keys(shard)?;
         let mut pipe = Pipeline::new();
-        pipe.atomic();
         for e in entries {
             pipe.cmd("XADD")
                 .arg(&keys.dead)
@@ -272,21 +297,33 @@ impl StreamConsumer {
                 .arg(&e.payload)
                 .ignore();
         }
+        let copied: Result<(), QueueError> = self
+            .bounded(self.command_timeout, async {
+                let mut conn = self.pool.get().await?;
+                let () = pipe.query_async(&mut conn).await?;
+                Ok(())
+            })
+            .await;
+        copied.map_err(|e| e.on_key(&keys.dead))?;
+        self.forget(shard, entries).await?;
+        self.metrics.dead_lettered.inc_by(entries.len() as u64);
+        Ok(())
+    }
+
+    /// `XACK` and `XDEL` of `entries`, in one transaction.
+    async fn forget(&self, shard: usize, entries: &[Entry]) -> Result<(), QueueError> {
+        let key = &self.keys(shard)?.queue;
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        pipe.cmd("XACK")
-            .arg(&keys.queue)
-            .arg(GROUP)
-            .arg(&ids)
-            .ignore();
-        pipe.cmd("XDEL").arg(&keys.queue).arg(&ids).ignore();
+        let mut pipe = Pipeline::new();
+        pipe.atomic();
+        pipe.cmd("XACK").arg(key).arg(GROUP).arg(&ids).ignore();
+        pipe.cmd("XDEL").arg(key).arg(&ids).ignore();
         self.bounded(self.command_timeout, async {
             let mut conn = self.pool.get().await?;
             let () = pipe.query_async(&mut conn).await?;
             Ok(())
         })
-        .await?;
-        self.metrics.dead_lettered.inc_by(entries.len() as u64);
-        Ok(())
+        .await
     }
 
     async fn bounded<T>(

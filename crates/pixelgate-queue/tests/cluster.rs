@@ -127,7 +127,7 @@ async fn a_drain_works_on_whole_shards_and_sees_every_event_once() {
     // A handle on one shard leases from that shard only. `claim` names a shard by its position
     // among the handle's shards, so 0 here is layout shard `i`.
     for i in 0..3 {
-        let leases = queue.leases(&[i]);
+        let leases = queue.leases(&[i], holding(LONG));
         assert_eq!(leases.shards(), &shards[i..=i]);
         let before: Vec<_> = (0..3).map(len).collect();
         let lease = leases.claim(0, 5, LONG).await.unwrap().unwrap();
@@ -152,7 +152,7 @@ async fn a_drain_works_on_whole_shards_and_sees_every_event_once() {
     // One drain per shard, side by side, each acknowledging what it committed.
     let drains: Vec<_> = (0..3)
         .map(|i| {
-            let leases = queue.leases(&[i]);
+            let leases = queue.leases(&[i], holding(LONG));
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while let Some(lease) = leases.claim(0, 64, LONG).await.unwrap() {

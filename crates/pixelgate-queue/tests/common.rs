@@ -1,4 +1,5 @@
-//! Shared set-up for the queue's tests: a queue on a harness Redis, and events to put in it.
+//! Shared set-up for the queue's tests: a queue on a harness Redis, what its events are
+//! numbered, and what a closed spool holds.
 
 #![allow(
     dead_code,
@@ -8,48 +9,32 @@
     clippy::expect_used
 )]
 
-use std::{net::Ipv4Addr, time::SystemTime};
-
-use pixelgate_core::{Claims, Event, Ids};
-use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
+use pixelgate_queue::{Queue, QueueConfig};
 use pixelgate_spool::{Item, Records, Spool, SpoolConfig};
 use pixelgate_tests::RedisServer;
-pub use pixelgate_tests::{eventually, sample};
+pub use pixelgate_tests::{
+    events::{event, number},
+    eventually, sample,
+};
 use prometheus_client::registry::Registry;
-
-pub fn redis_config(server: &RedisServer) -> RedisConfig {
-    RedisConfig {
-        url: server.url().parse().unwrap(),
-        ..RedisConfig::default()
-    }
-}
 
 pub fn queue(server: &RedisServer, config: QueueConfig) -> (Queue, Registry) {
     let mut registry = Registry::default();
-    let queue = Queue::new(&redis_config(server), &config, &mut registry).unwrap();
+    let queue = Queue::new(&server.config(), &config, &mut registry).unwrap();
     (queue, registry)
 }
 
-/// An open event whose message id is `msg-{n}`, so tests can tell events apart and order them.
-pub fn event(n: usize) -> Event {
-    let ids = Ids::new("acme", "spring", format!("msg-{n}"), "r-1").unwrap();
-    Event::born(
-        Claims::open(ids),
-        Ipv4Addr::LOCALHOST.into(),
-        "test",
-        SystemTime::now(),
-    )
+/// A drain's hold on what it takes: `lease`, and five deliveries before the dead letters.
+pub fn holding(lease: std::time::Duration) -> pixelgate_queue::Holding {
+    pixelgate_queue::Holding {
+        lease,
+        max_deliveries: 5,
+    }
 }
 
 /// The message numbers of serialised events, in order.
 pub fn numbers<B: AsRef<[u8]>>(payloads: &[B]) -> Vec<usize> {
-    payloads
-        .iter()
-        .map(|p| {
-            let e = Event::from_json(p.as_ref()).unwrap();
-            e.message.trim_start_matches("msg-").parse().unwrap()
-        })
-        .collect()
+    payloads.iter().map(|p| number(p.as_ref())).collect()
 }
 
 /// Every payload a closed spool holds on disk, oldest first; the segments are removed as read.

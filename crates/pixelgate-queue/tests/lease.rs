@@ -22,7 +22,7 @@ async fn filled(server: &RedisServer, n: usize) -> (pixelgate_queue::Queue, Leas
     }
     drop(enqueuer);
     writer.flushed().await;
-    let leases = queue.leases(&[]);
+    let leases = queue.leases(&[], holding(LONG));
     leases.load_scripts().await.unwrap();
     (queue, leases)
 }

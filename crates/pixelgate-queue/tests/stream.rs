@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pixelgate_queue::{Lane, Queue, QueueConfig, QueueError, QueueMode};
+use pixelgate_queue::{BatchSource, Holding, Lane, Queue, QueueConfig, QueueError, QueueMode};
 use pixelgate_tests::{RedisServer, resp::Reply};
 
 const NO_WAIT: Duration = Duration::from_millis(1);
@@ -32,7 +32,7 @@ async fn filled(server: &RedisServer, n: usize) -> Queue {
 async fn a_consumer_reads_acks_and_the_stream_empties() {
     let server = RedisServer::start();
     let queue = filled(&server, 7).await;
-    let consumer = queue.stream_consumer("drain-1", &[]);
+    let consumer = queue.stream_consumer("drain-1", &[], holding(Duration::from_secs(30)));
     consumer.ensure_group(0).await.unwrap();
     consumer.ensure_group(0).await.unwrap(); // idempotent
     let batch = consumer.read(0, 5, NO_WAIT).await.unwrap();
@@ -71,7 +71,7 @@ async fn a_consumer_reads_acks_and_the_stream_empties() {
 async fn a_blocked_read_returns_what_arrives() {
     let server = RedisServer::start();
     let queue = filled(&server, 0).await;
-    let consumer = queue.stream_consumer("drain-1", &[]);
+    let consumer = queue.stream_consumer("drain-1", &[], holding(Duration::from_secs(30)));
     consumer.ensure_group(0).await.unwrap();
     let reader = tokio::spawn({
         let consumer = consumer.clone();
@@ -87,14 +87,13 @@ async fn a_blocked_read_returns_what_arrives() {
 async fn xautoclaim_recovers_a_dead_consumer_s_entries() {
     let server = RedisServer::start();
     let queue = filled(&server, 4).await;
-    let dead = queue.stream_consumer("drain-dead", &[]);
+    let dead = queue.stream_consumer("drain-dead", &[], holding(Duration::from_secs(30)));
     dead.ensure_group(0).await.unwrap();
     let taken = dead.read(0, 3, NO_WAIT).await.unwrap();
     assert_eq!(taken.entries.len(), 3);
     drop(dead); // dies without acknowledging
 
-    let mut alive = queue.stream_consumer("drain-alive", &[]);
-    alive.lease = Duration::from_millis(100);
+    let alive = queue.stream_consumer("drain-alive", &[], holding(Duration::from_millis(100)));
     // First the entry nobody read, then, once idle past the lease, the dead consumer's three.
     let fresh = alive.read(0, 10, NO_WAIT).await.unwrap();
     assert_eq!(fresh.entries.len(), 1);
@@ -113,14 +112,47 @@ async fn xautoclaim_recovers_a_dead_consumer_s_entries() {
     assert_eq!(server.call(&["XLEN", "pixelgate:events"]), Reply::Int(0));
 }
 
+/// What the drain's loop does with a batch it holds: keeping it keeps it from other consumers
+/// for another lease, giving it back hands it to the next reader at once.
+#[tokio::test]
+async fn a_kept_batch_stays_and_a_given_back_one_goes_to_the_next_reader() {
+    let server = RedisServer::start();
+    let queue = filled(&server, 3).await;
+    // Long enough that the margins below survive a loaded machine.
+    let lease = Duration::from_secs(1);
+    let a = queue.stream_consumer("drain-a", &[], holding(lease));
+    let b = queue.stream_consumer("drain-b", &[], holding(lease));
+    a.prepare(0).await.unwrap();
+    let taken = a.take(0, 10, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(taken.entries.len(), 3);
+    // Time itself is what is tested: idle times are Redis's clock, which no test can pause.
+    tokio::time::sleep(lease * 7 / 10).await;
+    a.keep(&taken).await.unwrap();
+    tokio::time::sleep(lease * 7 / 10).await;
+    assert!(
+        b.take(0, 10, NO_WAIT).await.unwrap().is_none(),
+        "kept past its first lease, still a's"
+    );
+    a.give_back(&taken).await.unwrap();
+    let again = b.take(0, 10, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(again.entries, taken.entries);
+    assert!(BatchSource::ack(&b, &again).await.unwrap());
+    assert_eq!(server.call(&["XLEN", "pixelgate:events"]), Reply::Int(0));
+}
+
 #[tokio::test]
 async fn entries_delivered_too_often_go_to_the_dead_letter_stream() {
     let server = RedisServer::start();
     let queue = filled(&server, 2).await;
-    let mut consumer = queue.stream_consumer("drain-1", &[]);
+    let consumer = queue.stream_consumer(
+        "drain-1",
+        &[],
+        Holding {
+            lease: Duration::from_millis(20),
+            max_deliveries: 2,
+        },
+    );
     consumer.ensure_group(0).await.unwrap();
-    consumer.lease = Duration::from_millis(20);
-    consumer.max_deliveries = 2;
     // Read and "crash" until the entries exceed their deliveries.
     let first = consumer.read(0, 10, NO_WAIT).await.unwrap();
     assert_eq!(first.entries.len(), 2);
@@ -161,7 +193,7 @@ async fn a_key_of_the_wrong_type_is_a_clear_error() {
     };
     let (queue, _registry) = queue(&server, config);
     let err = queue
-        .stream_consumer("d", &[])
+        .stream_consumer("d", &[], holding(Duration::from_secs(30)))
         .ensure_group(0)
         .await
         .unwrap_err();

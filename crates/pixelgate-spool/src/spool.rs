@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use pixelgate_core::Invalid;
 use serde::Deserialize;
 
 use crate::frame::{self, FrameError, Lane, MAGIC};
@@ -55,21 +56,24 @@ impl Default for SpoolConfig {
 }
 
 impl SpoolConfig {
-    /// Checks what single values cannot check; the error is `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks what single values cannot check; the error names the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.segment_bytes.get() < 64 * 1024 {
-            return Err(("spool.segment_bytes", "must be at least 65536".into()));
+            return Err(Invalid::new(
+                "spool.segment_bytes",
+                "must be at least 65536",
+            ));
         }
         if self.max_bytes < self.segment_bytes {
-            return Err((
+            return Err(Invalid::new(
                 "spool.max_bytes",
-                "must be at least spool.segment_bytes".into(),
+                "must be at least spool.segment_bytes",
             ));
         }
         if self.retry_interval.is_zero() || self.retry_interval > Duration::from_secs(60) {
-            return Err((
+            return Err(Invalid::new(
                 "spool.retry_interval",
-                "must be more than 0s and at most 60s".into(),
+                "must be more than 0s and at most 60s",
             ));
         }
         Ok(())

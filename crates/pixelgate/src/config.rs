@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use pixelgate_core::{Invalid, deserialize_from_str};
 pub use pixelgate_drain::config::{DrainConfig, SinkUrl};
 pub use pixelgate_edge::config::{
     ClickConfig, EdgeConfig, PublicUrl, RateLimitConfig, ServerConfig, TlsConfig,
@@ -58,17 +59,38 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Which messages to write, as a `tracing` filter: `info`, `warn`,
     /// `info,pixelgate::access=info`. Default `info`.
-    pub level: String,
+    pub level: LogLevel,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: "info".into(),
+            level: LogLevel("info".into()),
         }
     }
 }
+
+/// A `tracing` filter, checked when it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    /// The filter; it parsed when read, so it builds.
+    pub fn filter(&self) -> tracing_subscriber::EnvFilter {
+        tracing_subscriber::EnvFilter::try_new(&self.0)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = tracing_subscriber::filter::ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        tracing_subscriber::EnvFilter::try_new(s).map(|_| Self(s.to_owned()))
+    }
+}
+deserialize_from_str!(LogLevel);
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -114,25 +136,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}:{line}:{column}: {key}: {message}", path.display())]
+    #[error("{}:{line}:{column}: {key}", path.display())]
     Parse {
         path: PathBuf,
         key: String,
         line: usize,
         column: usize,
-        message: String,
+        #[source]
+        source: Box<TomlError>,
     },
-    #[error("{key}: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-impl ConfigError {
-    fn invalid(key: impl Into<String>, reason: impl fmt::Display) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            reason: reason.to_string(),
-        }
-    }
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
 }
 
 /// The variables of the contract, read once at start.
@@ -226,13 +240,13 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
-        fn parse<T: FromStr<Err: fmt::Display>>(
-            var: &str,
+        fn parse<T: FromStr<Err: std::error::Error + Send + Sync + 'static>>(
+            var: &'static str,
             value: &Option<String>,
             into: &mut T,
         ) -> Result<(), ConfigError> {
             if let Some(value) = value {
-                *into = value.parse().map_err(|e| ConfigError::invalid(var, e))?;
+                *into = value.parse().map_err(|e| Invalid::because(var, e))?;
             }
             Ok(())
         }
@@ -252,7 +266,7 @@ impl Config {
         if let Some(sink) = &env.sink_url {
             let sink = sink
                 .parse()
-                .map_err(|e| ConfigError::invalid("PIXELGATE_SINK_URL", e))?;
+                .map_err(|e| Invalid::because("PIXELGATE_SINK_URL", e))?;
             self.drain.sink_url = Some(sink);
         }
         if let Some(key) = &env.signing_key {
@@ -276,64 +290,50 @@ impl Config {
         self.queue.key = queue_key.unwrap_or_else(|| self.queue.key.clone());
     }
 
-    /// The edge's sections, as the edge takes them.
-    pub fn edge(&self) -> EdgeConfig {
-        EdgeConfig {
-            server: self.server.clone(),
-            rate_limit: self.rate_limit.clone(),
-            tls: self.tls.clone(),
-            click: self.click.clone(),
+    /// What the edge is opened with: its sections, Redis, the queue and the spool.
+    pub fn edge_settings(&self) -> pixelgate_edge::Settings {
+        pixelgate_edge::Settings {
+            edge: EdgeConfig {
+                server: self.server.clone(),
+                rate_limit: self.rate_limit.clone(),
+                tls: self.tls.clone(),
+                click: self.click.clone(),
+            },
+            redis: self.redis.clone(),
+            queue: self.queue.clone(),
+            spool: self.spool.clone(),
+        }
+    }
+
+    /// What the drain is opened with: its section, Redis and the queue.
+    pub fn drain_settings(&self) -> pixelgate_drain::Settings {
+        pixelgate_drain::Settings {
+            drain: self.drain.clone(),
+            redis: self.redis.clone(),
+            queue: self.queue.clone(),
         }
     }
 
     /// Checks what single values cannot check alone. The error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.edge()
-            .validate()
-            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
-        self.redis
-            .validate()
-            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
-        self.queue
-            .validate(&self.redis)
-            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
-        self.spool
-            .validate()
-            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
-        if self.queue.channel_capacity < self.server.max_in_flight {
-            // Each request in flight holds at most one event, so with room for all of them
-            // an enqueue never finds the channel full and every answered event is stored.
-            return Err(ConfigError::invalid(
-                "queue.channel_capacity",
-                "must be at least server.max_in_flight",
-            ));
-        }
-        let shards = if self.redis.is_cluster() {
-            usize::from(self.queue.shards.get())
-        } else {
-            1
-        };
-        self.drain
-            .validate(shards)
-            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(ConfigError::invalid("log.level", e));
-        }
+        self.edge_settings().validate()?;
+        self.drain_settings().validate()?;
         if self
             .signing
             .link_ttl
             .is_some_and(|ttl| ttl < Duration::from_secs(1))
         {
-            return Err(ConfigError::invalid(
+            return Err(Invalid::new(
                 "signing.link_ttl",
                 "must be at least 1s (leave it out for links that never expire)",
-            ));
+            )
+            .into());
         }
         Ok(())
     }
 }
 
-/// A TOML error and the dotted key it happened at.
+/// A TOML error and the dotted key it happened at; its message is toml's.
 #[derive(Debug)]
 pub struct TomlError {
     key: String,
@@ -349,31 +349,26 @@ impl TomlError {
         let key = if self.key.is_empty() || self.key == "." {
             "(file)".into()
         } else {
-            self.key
+            self.key.clone()
         };
-        // toml's messages can run over several lines; the first is the reason.
-        let message = self
-            .inner
-            .message()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         ConfigError::Parse {
             path: path.into(),
             key,
             line,
             column,
-            message,
+            source: Box::new(self),
         }
     }
 }
 
 impl fmt::Display for TomlError {
+    /// toml's message; it can run over several lines, and the first is the reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.inner.message())
+        f.write_str(self.inner.message().lines().next().unwrap_or_default())
     }
 }
+
+impl std::error::Error for TomlError {}
 
 #[cfg(test)]
 mod tests;

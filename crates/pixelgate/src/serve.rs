@@ -1,17 +1,15 @@
 //! `pixelgate serve`: start tracing, bind, and run the edge until SIGTERM or SIGINT.
 //!
-//! Keys and certificates are loaded before anything listens, so a bad key file fails the start
-//! (and `systemctl start`) instead of the first request. `SIGHUP` reloads both; a reload that
+//! Keys and certificates are loaded before anything listens (`Edge::open`), so a bad key file
+//! fails the start (and `systemctl start`) instead of the first request. `SIGHUP` reloads both; a reload that
 //! fails keeps the old ones and says why.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use pixelgate_edge::{Listeners, Parts, tls};
-use pixelgate_queue::Queue;
-use pixelgate_spool::Spool;
-use prometheus_client::registry::Registry;
+use pixelgate_core::config::Chain;
+use pixelgate_edge::{Edge, SharedTls, tls};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -22,57 +20,40 @@ use crate::{
 /// Runs the edge; returns once it has stopped and flushed.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let keys = load_keyring(&config.signing)?;
-    let tls_config = tls::load(&config.tls)?;
     init_tracing(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pixelgate")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(config, keys, tls_config))
+    runtime.block_on(run(config, keys))
 }
 
-async fn run(
-    config: Config,
-    keys: pixelgate_core::Keyring,
-    tls_config: Option<Arc<rustls::ServerConfig>>,
-) -> anyhow::Result<()> {
-    let edge = config.edge();
-    let listeners = Listeners::bind(&edge.server).with_context(|| {
-        format!(
-            "cannot listen on {} and {}",
-            edge.server.listen, edge.server.admin_listen
-        )
-    })?;
-    // Opened before anything is served: a spool another process holds, or one that cannot be
-    // written, fails the start. Whatever a previous run left in it is replayed once Redis answers.
-    let spool = Spool::open(&config.spool)?;
-    if spool.stats().bytes() > 0 {
+async fn run(config: Config, keys: pixelgate_core::Keyring) -> anyhow::Result<()> {
+    let edge = Edge::open(&config.edge_settings(), keys)?;
+    let spool = edge.spool().stats();
+    if spool.bytes() > 0 {
         tracing::info!(
-            dir = %spool.dir().display(),
-            bytes = spool.stats().bytes(),
-            segments = spool.stats().segments(),
+            dir = %edge.spool().dir().display(),
+            bytes = spool.bytes(),
+            segments = spool.segments(),
             "the spool holds events from a previous run; they will be replayed"
         );
     }
-    let mut registry = Registry::default();
-    let queue = Queue::new(&config.redis, &config.queue, &mut registry)?;
-    let keys = Arc::new(ArcSwap::from_pointee(keys));
-    let tls = tls_config.map(|c| Arc::new(ArcSwap::new(c)));
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let reloader = tokio::spawn(reload_on_hangup(
         hangup,
         config.clone(),
-        keys.clone(),
-        tls.clone(),
+        edge.keys(),
+        edge.tls(),
     ));
     tracing::info!(
-        listen = %listeners.public_addr()?,
-        admin = %listeners.admin_addr()?,
-        tls = tls.is_some(),
-        sealing_key = %keys.load().sealing_key_id(),
+        listen = %edge.public_addr()?,
+        admin = %edge.admin_addr()?,
+        tls = edge.tls().is_some(),
+        sealing_key = %edge.keys().load().sealing_key_id(),
         "pixelgate serve starting"
     );
     let shutdown = async move {
@@ -81,14 +62,7 @@ async fn run(
             _ = interrupt.recv() => tracing::info!("SIGINT"),
         }
     };
-    let parts = Parts {
-        keys,
-        queue,
-        registry,
-        tls,
-        spool: Arc::new(spool),
-    };
-    pixelgate_edge::run(edge, listeners, parts, shutdown).await?;
+    edge.run(shutdown).await?;
     reloader.abort();
     Ok(())
 }
@@ -98,7 +72,7 @@ async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     config: Config,
     keys: Arc<ArcSwap<pixelgate_core::Keyring>>,
-    tls: Option<pixelgate_edge::SharedTls>,
+    tls: Option<SharedTls>,
 ) {
     while hangup.recv().await.is_some() {
         match load_keyring(&config.signing) {
@@ -107,7 +81,7 @@ async fn reload_on_hangup(
                 keys.store(Arc::new(ring));
             }
             Err(error) => {
-                tracing::error!(%error, "signing keys not reloaded; keeping the old ones")
+                tracing::error!(error = %Chain(&error), "signing keys not reloaded; keeping the old ones")
             }
         }
         if let Some(tls) = &tls {
@@ -118,7 +92,7 @@ async fn reload_on_hangup(
                 }
                 Ok(None) => tracing::error!("no certificate configured; keeping the old ones"),
                 Err(error) => {
-                    tracing::error!(%error, "certificates not reloaded; keeping the old ones")
+                    tracing::error!(error = %Chain(&error), "certificates not reloaded; keeping the old ones")
                 }
             }
         }
@@ -127,8 +101,7 @@ async fn reload_on_hangup(
 
 /// Logs to stderr (journald picks it up), as text or JSON, filtered by `log.level`.
 pub fn init_tracing(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log.level.filter();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -4,13 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    net::Ipv4Addr,
     process::{Child, Command, Stdio},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use pixelgate_core::{Claims, Event, Ids};
-use pixelgate_tests::{RedisServer, SqlServer, resp::Reply, wait_for};
+use pixelgate_tests::{RedisServer, SqlServer, events::event, resp::Reply, wait_for};
 
 const EVENTS: usize = 30_000;
 
@@ -50,13 +48,7 @@ fn a_drain_killed_mid_run_and_restarted_leaves_every_event_exactly_once() {
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(1000) {
         let mut args: Vec<Vec<u8>> = vec![b"RPUSH".to_vec(), b"pixelgate:events".to_vec()];
         for &n in chunk {
-            let ids_ = Ids::new("acme", "c", format!("m-{n}"), "r").unwrap();
-            let e = Event::born(
-                Claims::open(ids_),
-                Ipv4Addr::LOCALHOST.into(),
-                "ua",
-                SystemTime::now(),
-            );
+            let e = event(n);
             ids.insert(e.id);
             args.push(e.to_json());
         }

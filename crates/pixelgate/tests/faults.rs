@@ -4,22 +4,23 @@
 //! Each case asserts the two halves of the durability promise with an exact comparison: every
 //! request got its answer (200 GIF for pixels, 302 for clicks; none failed), and every answered
 //! request's event is in Redis once it has recovered. The load generator numbers requests, and
-//! request n carries message id `m-n`, so "answered" and "stored" are the same set of numbers.
+//! request n carries message id `msg-n`, so "answered" and "stored" are the same set of numbers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
+use pixelgate_core::{Claims, Destination, Ids, KeyId, Keyring, Secret};
 use pixelgate_tests::{
-    RedisOptions, RedisServer, free_port,
+    RedisOptions, RedisServer,
+    events::{self, event},
+    free_port,
     load::{Load, Outcome, Report},
     wait_for,
 };
@@ -113,28 +114,10 @@ impl Drop for Edge {
     }
 }
 
-/// One `GET` on a fresh connection: the status and the body.
+/// One `GET` on a fresh connection: the status and the body (`0` when nothing answered).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    pixelgate_tests::http::get(addr, path)
+        .map_or((0, String::new()), |r| (r.status.as_u16(), r.text()))
 }
 
 /// A signing secret for the edge (`PIXELGATE_SIGNING_KEY`, key id 0) and the keyring that
@@ -145,9 +128,9 @@ fn keys() -> (String, Keyring) {
     (text, Keyring::new([(KeyId(0), secret)]).unwrap())
 }
 
-/// Request n: a click when n is a multiple of 4, else a pixel; message id `m-n`.
+/// Request n: a click when n is a multiple of 4, else a pixel; message id `msg-n`.
 fn path(keys: &Keyring, n: usize) -> String {
-    let ids = Ids::new("acme", "faults", format!("m-{n}"), "r-1").unwrap();
+    let ids = Ids::new("acme", "faults", format!("msg-{n}"), "r-1").unwrap();
     if n.is_multiple_of(4) {
         let dest = Destination::parse("https://example.com/landing").unwrap();
         format!("/c/{}", keys.seal(&Claims::click(ids, dest)))
@@ -200,8 +183,7 @@ fn stored(redis: &RedisServer) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     for key in ["pixelgate:events", "pixelgate:overflow"] {
         for json in redis.call(&["LRANGE", key, "0", "-1"]).texts() {
-            let event = Event::from_json(json.as_bytes()).unwrap();
-            out.insert(event.message.trim_start_matches("m-").parse().unwrap());
+            out.insert(events::number(json.as_bytes()));
         }
     }
     out
@@ -354,18 +336,7 @@ fn a_damaged_spool_is_replayed_as_far_as_it_is_intact_and_counted() {
     std::fs::create_dir(&spool).unwrap();
     // A spool as a bad disk and a crash could leave it: garbage, an empty file, a file with
     // only a header, and a real segment with a flipped bit and a torn tail.
-    let events: Vec<Vec<u8>> = (0..50)
-        .map(|n| {
-            let ids = Ids::new("acme", "faults", format!("m-{n}"), "r-1").unwrap();
-            Event::born(
-                Claims::open(ids),
-                std::net::Ipv4Addr::LOCALHOST.into(),
-                "ua",
-                std::time::SystemTime::now(),
-            )
-            .to_json()
-        })
-        .collect();
+    let events: Vec<Vec<u8>> = (0..50).map(|n| event(n).to_json()).collect();
     let mut segment = pixelgate_spool::frame::MAGIC.to_vec();
     for e in &events {
         pixelgate_spool::frame::encode(pixelgate_spool::Lane::Main, e, &mut segment).unwrap();

@@ -1,33 +1,37 @@
-//! Sinks: where drained events end up. One batch is one transaction (SQL) or one synced append
-//! (JSON lines); a batch is acknowledged in Redis only after its write returned `Ok`.
+//! Sinks: where drained events end up, one directory each behind the [`Sink`] trait.
 //!
-//! The SQL sinks key the table on the event `id` and insert idempotently, so a batch written
-//! twice (a lease that expired during a slow commit, a drain killed after its commit but before
-//! its ack) still leaves one row per event.
+//! One batch is one transaction (SQL) or one synced append (JSON lines); a batch is
+//! acknowledged in Redis only after its write returned `Ok`. Every sink is idempotent on the
+//! event `id` (the SQL tables are keyed on it), so a batch written twice (a lease that expired
+//! during a slow commit, a drain killed after its commit but before its ack) leaves one row per
+//! event. Adding a sink is a directory here and a line in [`SINKS`].
 
 mod jsonl;
+mod mysql;
+mod postgres;
 mod sql;
 
-use std::time::Duration;
+use std::{fmt, path::PathBuf, pin::Pin, time::Duration};
 
 use pixelgate_core::Event;
 
-pub use self::{jsonl::JsonLines, sql::Sql};
 use crate::config::{DrainConfig, SinkUrl};
 
 /// Why a sink did not take a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     File {
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error("sink did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("no sink is named {0}://")]
+    Unknown(String),
 }
 
 impl SinkError {
@@ -41,59 +45,77 @@ impl SinkError {
             Self::Database(_) => "other",
             Self::File { .. } => "file",
             Self::Timeout(_) => "timeout",
+            Self::Unknown(_) => "other",
         }
     }
 }
 
-/// A configured sink.
-#[derive(Debug)]
-pub enum Sink {
-    Sql(Sql),
-    JsonLines(JsonLines),
-}
+/// What a sink's methods return.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
-impl Sink {
-    /// Opens the sink named by `drain.sink_url` (connections are made lazily).
-    pub fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Self, SinkError> {
-        Ok(match url {
-            SinkUrl::Mysql(u) | SinkUrl::Postgres(u) => Self::Sql(Sql::open(u, config)?),
-            SinkUrl::JsonLines(path) => {
-                Self::JsonLines(JsonLines::open(path, config.jsonl_rotate_bytes.get())?)
-            }
-        })
+/// A place events are written to.
+pub trait Sink: fmt::Debug + Send + Sync {
+    /// Its name in logs and in `drain --migrate`'s answer.
+    fn name(&self) -> &'static str;
+
+    /// Creates or updates what the sink needs (a table); nothing by default.
+    fn migrate(&self) -> SinkFuture<'_> {
+        Box::pin(async { Ok(()) })
     }
 
-    /// Creates or updates the table (SQL); nothing to do for a file.
-    pub async fn migrate(&self) -> Result<(), SinkError> {
-        match self {
-            Self::Sql(s) => s.migrate().await,
-            Self::JsonLines(_) => Ok(()),
-        }
-    }
-
-    /// Writes one batch durably: committed, or appended and synced.
-    pub async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Self::Sql(s) => s.write(events).await,
-            Self::JsonLines(j) => j.write(events).await,
-        }
-    }
+    /// Writes one batch durably (committed, or appended and synced); never called empty.
+    fn write<'a>(&'a self, events: &'a [Event]) -> SinkFuture<'a>;
 
     /// Whether the sink answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), SinkError> {
-        match self {
-            Self::Sql(s) => s.ping().await,
-            Self::JsonLines(j) => j.ping(),
-        }
-    }
+    fn ping(&self) -> SinkFuture<'_>;
+}
 
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Sql(s) => s.name(),
-            Self::JsonLines(_) => "jsonl",
-        }
-    }
+/// Where a sink's URL points: a server (with a host) or a local file (a path, no host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    Server,
+    File,
+}
+
+/// How a sink is opened from its URL; connections are made lazily, so this does not wait for a
+/// server.
+pub type Open = fn(&SinkUrl, &DrainConfig) -> Result<Box<dyn Sink>, SinkError>;
+
+/// One kind of sink: the URL schemes that name it and how to open it.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    pub schemes: &'static [&'static str],
+    pub location: Location,
+    pub open: Open,
+}
+
+/// Every sink the drain can write to, by scheme.
+pub const SINKS: &[Registration] = &[
+    Registration {
+        schemes: &["mysql", "mariadb"],
+        location: Location::Server,
+        open: mysql::open,
+    },
+    Registration {
+        schemes: &["postgres", "postgresql"],
+        location: Location::Server,
+        open: postgres::open,
+    },
+    Registration {
+        schemes: &["jsonl"],
+        location: Location::File,
+        open: jsonl::open,
+    },
+];
+
+/// The registration of a URL scheme.
+pub fn registration(scheme: &str) -> Option<&'static Registration> {
+    SINKS.iter().find(|r| r.schemes.contains(&scheme))
+}
+
+/// Opens the sink `url` names (its scheme was checked when the URL was read).
+pub fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
+    let registration =
+        registration(url.scheme()).ok_or_else(|| SinkError::Unknown(url.scheme().to_owned()))?;
+    (registration.open)(url, config)
 }

@@ -1,6 +1,7 @@
-//! Shared set-up for the edge's end-to-end tests: a [`TestServer`] that runs
-//! `pixelgate_edge::run` on `127.0.0.1` port 0 against a harness Redis, and the clients that
-//! talk to it (hyper-util for well-formed requests, raw TCP for malformed ones, `h2` for HTTP/2).
+//! Shared set-up for the edge's end-to-end tests: a [`TestServer`] that opens and runs the edge
+//! through `Edge::open` and `Edge::run`, as `pixelgate serve` does, on `127.0.0.1` port 0
+//! against a harness Redis, and the clients that talk to it (hyper-util for well-formed
+//! requests, raw TCP for malformed ones, `h2` for HTTP/2).
 //!
 //! The server shuts down on drop, so a failing test never leaves one serving; a test that wants
 //! to see the shutdown itself calls [`TestServer::shutdown`], which returns `run`'s result.
@@ -16,20 +17,19 @@ use std::{
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use pixelgate_core::{Claims, Destination, Event, Ids, KeyId, Keyring, Secret};
-use pixelgate_edge::{EdgeConfig, Listeners, Parts, tls};
-use pixelgate_queue::{Queue, QueueConfig, RedisConfig};
-use pixelgate_spool::{Spool, SpoolConfig};
+use pixelgate_edge::{Edge, EdgeConfig, Settings};
+use pixelgate_queue::QueueConfig;
+use pixelgate_spool::SpoolConfig;
 use pixelgate_tests::RedisServer;
-#[allow(unused_imports)] // not every suite uses both
-pub use pixelgate_tests::{eventually, sample};
-use prometheus_client::registry::Registry;
+#[allow(unused_imports)] // not every suite uses all
+pub use pixelgate_tests::{eventually, http::Reply, sample};
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
@@ -70,64 +70,48 @@ pub struct TestServer {
 /// The configuration of a server about to start; tweak it with the closures.
 #[derive(Debug)]
 pub struct Builder {
-    redis: RedisConfig,
-    queue: QueueConfig,
-    edge: EdgeConfig,
-    /// The spool's settings; its directory is always a fresh temporary one.
-    spool: SpoolConfig,
+    /// Everything but the spool's directory, which is always a fresh temporary one.
+    settings: Settings,
 }
 
 impl Builder {
     /// Changes the edge's configuration (`[server]`, `[rate_limit]`, `[tls]`, `[click]`).
     pub fn edge(mut self, f: impl FnOnce(&mut EdgeConfig)) -> Self {
-        f(&mut self.edge);
+        f(&mut self.settings.edge);
         self
     }
 
     /// Changes `[spool]` (but for `dir`).
     pub fn spool(mut self, f: impl FnOnce(&mut SpoolConfig)) -> Self {
-        f(&mut self.spool);
+        f(&mut self.settings.spool);
         self
     }
 
     /// Changes `[queue]` (e.g. `ack_timeout`).
     pub fn queue(mut self, f: impl FnOnce(&mut QueueConfig)) -> Self {
-        f(&mut self.queue);
+        f(&mut self.settings.queue);
         self
     }
 
-    /// Binds, builds the parts and starts `run`. The sockets listen before this returns, so
-    /// requests can be sent at once (they wait in the backlog until the accept loops run).
+    /// Opens the edge (binds, opens the spool, builds the queue) and starts it running. The
+    /// sockets listen before this returns, so requests can be sent at once (they wait in the
+    /// backlog until the accept loops run).
     pub async fn start(self) -> TestServer {
-        let listeners = Listeners::bind(&self.edge.server).expect("bind 127.0.0.1:0");
-        let public = listeners.public_addr().unwrap();
-        let admin = listeners.admin_addr().unwrap();
-        let keyring = Keyring::new([(KeyId(1), Secret::generate().unwrap())]).unwrap();
-        let keys = Arc::new(ArcSwap::from_pointee(keyring));
-        let mut registry = Registry::default();
-        let queue = Queue::new(&self.redis, &self.queue, &mut registry).unwrap();
-        let tls = tls::load(&self.edge.tls)
-            .expect("test certificates load")
-            .map(|c| Arc::new(ArcSwap::new(c)));
         let spool_dir = tempfile::tempdir().expect("a spool directory");
-        let spool = Spool::open(&SpoolConfig {
-            dir: spool_dir.path().to_owned(),
-            ..self.spool
-        })
-        .expect("the spool opens");
-        let parts = Parts {
-            keys: keys.clone(),
-            queue,
-            registry,
-            tls,
-            spool: Arc::new(spool),
-        };
+        let mut settings = self.settings;
+        settings.spool.dir = spool_dir.path().to_owned();
+        settings.validate().expect("a valid test configuration");
+        let keyring = Keyring::new([(KeyId(1), Secret::generate().unwrap())]).unwrap();
+        let edge = Edge::open(&settings, keyring).expect("the edge opens");
+        let public = edge.public_addr().unwrap();
+        let admin = edge.admin_addr().unwrap();
+        let keys = edge.keys();
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             // A dropped sender (the handle dropped) stops the server too.
             let _ = stopped.await;
         };
-        let task = tokio::spawn(pixelgate_edge::run(self.edge, listeners, parts, shutdown));
+        let task = tokio::spawn(edge.run(shutdown));
         TestServer {
             public,
             admin,
@@ -148,24 +132,22 @@ impl TestServer {
         let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
         edge.server.listen = any_port;
         edge.server.admin_listen = any_port;
-        Builder {
-            redis: RedisConfig {
-                url: redis.url().parse().unwrap(),
-                ..RedisConfig::default()
-            },
+        let settings = Settings {
+            edge,
+            redis: redis.config(),
             // Generous, so a loaded test machine never turns a slow first connection into a
             // dropped event; the tests of Redis failures set their own.
             queue: QueueConfig {
                 ack_timeout: Duration::from_secs(5),
                 ..QueueConfig::default()
             },
-            edge,
             // Quick to notice Redis is back, so replay tests finish soon.
             spool: SpoolConfig {
                 retry_interval: Duration::from_millis(100),
                 ..SpoolConfig::default()
             },
-        }
+        };
+        Builder { settings }
     }
 
     pub async fn start(redis: &RedisServer) -> Self {
@@ -287,30 +269,6 @@ pub async fn send(
     })
 }
 
-/// One HTTP answer, read whole.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// A header as text; `None` when absent.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.to_vec()).unwrap()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
-    }
-}
-
 /// Writes `request` as it is on a new TCP connection and reads one answer.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -318,59 +276,12 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
     read_reply(&mut stream).await
 }
 
-/// Reads one HTTP/1.1 answer (status line, headers, `Content-Length` body) from `io`.
+/// Reads one HTTP/1.1 answer from `io` (within [`PATIENCE`]).
 pub async fn read_reply<S: AsyncRead + Unpin>(io: &mut S) -> Reply {
-    tokio::time::timeout(PATIENCE, read_reply_inner(io))
+    tokio::time::timeout(PATIENCE, pixelgate_tests::http::read(io, &mut Vec::new()))
         .await
         .expect("an answer in time")
-}
-
-async fn read_reply_inner<S: AsyncRead + Unpin>(io: &mut S) -> Reply {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = io.read(&mut chunk).await.expect("read an answer");
-        assert!(
-            n > 0,
-            "connection closed before a whole answer: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = std::str::from_utf8(&buf[..head_end]).unwrap().to_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let code: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').unwrap();
-        headers.append(
-            HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-            HeaderValue::from_str(value.trim()).unwrap(),
-        );
-    }
-    let length: usize = headers
-        .get(http::header::CONTENT_LENGTH)
-        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = io.read(&mut chunk).await.expect("read a body");
-        assert!(n > 0, "connection closed inside a body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Reply {
-        status: StatusCode::from_u16(code).unwrap(),
-        headers,
-        body: body.into(),
-    }
+        .expect("a whole answer")
 }
 
 /// Everything the peer sends until it closes the connection (within [`PATIENCE`]).

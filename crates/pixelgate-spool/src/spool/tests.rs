@@ -184,10 +184,10 @@ fn segment_names_are_strict() {
 #[test]
 fn config_is_checked() {
     let mut config = SpoolConfig::default();
-    assert_eq!(config.validate(), Ok(()));
+    assert!(config.validate().is_ok());
     config.segment_bytes = NonZeroU64::new(100).unwrap();
-    assert_eq!(config.validate().unwrap_err().0, "spool.segment_bytes");
+    assert_eq!(config.validate().unwrap_err().key, "spool.segment_bytes");
     config.segment_bytes = NonZeroU64::new(1 << 30).unwrap();
     config.max_bytes = NonZeroU64::new(1 << 20).unwrap();
-    assert_eq!(config.validate().unwrap_err().0, "spool.max_bytes");
+    assert_eq!(config.validate().unwrap_err().key, "spool.max_bytes");
 }

@@ -14,18 +14,30 @@ use std::{
 use pixelgate_core::Event;
 use tokio::sync::Mutex;
 
-use super::SinkError;
+use super::{Sink, SinkError, SinkFuture};
+use crate::config::{DrainConfig, SinkUrl};
 
 /// The open file and its size, behind one lock: batches are appended whole, one at a time.
 #[derive(Debug)]
-pub struct JsonLines {
+pub(crate) struct JsonLines {
     path: PathBuf,
     rotate_bytes: u64,
     file: Mutex<(File, u64)>,
 }
 
+/// Opens (or creates) the file `jsonl:///path` names.
+pub(crate) fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
+    let path = url
+        .file_path()
+        .ok_or_else(|| SinkError::Unknown(url.scheme().to_owned()))?;
+    Ok(Box::new(JsonLines::open(
+        &path,
+        config.jsonl_rotate_bytes.get(),
+    )?))
+}
+
 impl JsonLines {
-    pub fn open(path: &Path, rotate_bytes: u64) -> Result<Self, SinkError> {
+    fn open(path: &Path, rotate_bytes: u64) -> Result<Self, SinkError> {
         let file = open_append(path)?;
         let size = file.metadata().map_err(|e| file_error(path, e))?.len();
         Ok(Self {
@@ -35,7 +47,7 @@ impl JsonLines {
         })
     }
 
-    pub async fn write(&self, events: &[Event]) -> Result<(), SinkError> {
+    async fn append(&self, events: &[Event]) -> Result<(), SinkError> {
         let mut buf = Vec::with_capacity(events.len() * 320);
         for e in events {
             buf.extend_from_slice(&e.to_json());
@@ -67,12 +79,24 @@ impl JsonLines {
         *size += len;
         Ok(())
     }
+}
 
-    pub fn ping(&self) -> Result<(), SinkError> {
+impl Sink for JsonLines {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn write<'a>(&'a self, events: &'a [Event]) -> SinkFuture<'a> {
+        Box::pin(self.append(events))
+    }
+
+    /// The file's directory is there.
+    fn ping(&self) -> SinkFuture<'_> {
         let dir = self.path.parent().unwrap_or(Path::new("/"));
-        std::fs::metadata(dir)
+        let found = std::fs::metadata(dir)
             .map(drop)
-            .map_err(|e| file_error(dir, e))
+            .map_err(|e| file_error(dir, e));
+        Box::pin(std::future::ready(found))
     }
 }
 
