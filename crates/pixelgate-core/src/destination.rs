@@ -26,7 +26,7 @@ pub enum DestinationError {
     ForbiddenCharacter(usize),
     #[error("destination must start with http:// or https://")]
     Scheme,
-    #[error("destination is not a valid URL: {0}")]
+    #[error("destination is not a valid URL")]
     Invalid(#[source] url::ParseError),
     #[error("destination has no host")]
     NoHost,

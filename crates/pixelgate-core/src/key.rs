@@ -48,15 +48,15 @@ pub enum KeyError {
     BadSecret,
     #[error("a key id is a whole number from 0 to 255, not {0:?}")]
     BadId(String),
-    #[error("the operating system's random source failed: {0}")]
-    Random(String),
+    #[error("the operating system's random source failed")]
+    Random(#[source] getrandom::Error),
 }
 
 impl Secret {
     /// A new secret from the operating system's random source.
     pub fn generate() -> Result<Self, KeyError> {
         let mut bytes = [0u8; SECRET_LEN];
-        getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::fill(&mut bytes).map_err(KeyError::Random)?;
         Ok(Self(bytes))
     }
 

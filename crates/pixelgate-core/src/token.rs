@@ -154,7 +154,7 @@ pub enum OpenError {
     WrongKind(Kind, Kind),
     #[error("token expired")]
     Expired,
-    #[error("token destination is refused: {0}")]
+    #[error("token destination is refused")]
     Destination(#[source] DestinationError),
 }
 

@@ -19,9 +19,28 @@ use crate::config::TlsConfig;
 /// Why certificates could not be loaded. Each message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{}: {reason}", path.display())]
-    File { path: PathBuf, reason: String },
-    #[error("tls: {0}")]
+    #[error("{}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a private key rustls can sign with", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{} does not match {}", key.display(), cert.display())]
+    Mismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("tls")]
     Rustls(#[from] rustls::Error),
 }
 
@@ -56,26 +75,33 @@ fn certified_key(
     key: &PathBuf,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
-    let file_error = |path: &PathBuf, reason: String| TlsError::File {
-        path: path.clone(),
-        reason,
+    let pem = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| TlsError::Pem { path, source }
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_error(cert, e.to_string()))?
+        .map_err(pem(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_error(cert, e.to_string()))?;
+        .map_err(pem(cert))?;
     if chain.is_empty() {
-        return Err(file_error(cert, "holds no PEM certificate".into()));
+        return Err(TlsError::NoCertificate { path: cert.clone() });
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
     let signing = provider
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| file_error(key, e.to_string()))?;
+        .map_err(|source| TlsError::Key {
+            path: key.clone(),
+            source,
+        })?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
-        .map_err(|e| file_error(key, format!("does not match {}: {e}", cert.display())))?;
+        .map_err(|source| TlsError::Mismatch {
+            key: key.clone(),
+            cert: cert.clone(),
+            source,
+        })?;
     Ok(certified)
 }
 

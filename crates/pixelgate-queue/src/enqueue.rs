@@ -43,9 +43,9 @@ pub enum EnqueueError {
     Closed,
     #[error("redis did not acknowledge within queue.ack_timeout")]
     Timeout,
-    #[error("the batch failed: {0}")]
+    #[error("the batch failed")]
     Failed(#[source] BatchError),
-    #[error("redis did not take the batch and the spool refused it: {0}")]
+    #[error("redis did not take the batch and the spool refused it")]
     Spool(#[source] Arc<SpoolError>),
 }
 
@@ -302,7 +302,7 @@ impl Writer {
     pub(crate) fn mark_down(&self, shard: usize, error: &QueueError) {
         if !self.down[shard].swap(true, Ordering::Relaxed) {
             self.metrics.shards_down.inc();
-            tracing::warn!(%error, shard, "redis did not take a batch: spooling this shard's batches until it answers");
+            tracing::warn!(error = %pixelgate_core::config::Chain(error), shard, "redis did not take a batch: spooling this shard's batches until it answers");
         }
     }
 

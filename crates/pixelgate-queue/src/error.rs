@@ -7,11 +7,11 @@ const GENERIC_KEY: &str = "a queue key";
 /// A failed Redis operation.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("no pooled Redis connection: {0}")]
+    #[error("no pooled Redis connection")]
     Pool(#[source] deadpool_redis::PoolError),
-    #[error("cannot set up the Redis pool: {0}")]
-    Setup(String),
-    #[error("redis: {0}")]
+    #[error("cannot set up the Redis pool")]
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("redis")]
     Redis(#[source] redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(std::time::Duration),

@@ -45,20 +45,20 @@ impl Pool {
             recycle: Some(config.recycle_timeout),
         };
         let urls = config.connection_urls();
-        let setup = |e: &dyn std::fmt::Display| QueueError::Setup(e.to_string());
+
         if config.is_cluster() {
             let mut cfg = deadpool_redis::cluster::Config::from_urls(urls);
             cfg.pool = Some(pool);
             cfg.create_pool(Some(Runtime::Tokio1))
                 .map(Self::Cluster)
-                .map_err(|e| setup(&e))
+                .map_err(|e| QueueError::Setup(Box::new(e)))
         } else {
             let url = urls.into_iter().next().unwrap_or_default();
             let mut cfg = deadpool_redis::Config::from_url(url);
             cfg.pool = Some(pool);
             cfg.create_pool(Some(Runtime::Tokio1))
                 .map(Self::Single)
-                .map_err(|e| setup(&e))
+                .map_err(|e| QueueError::Setup(Box::new(e)))
         }
     }
 

@@ -44,7 +44,7 @@ impl Writer {
             match self.replay_sealed(&spool, &mut stop).await {
                 Ok(()) | Err(Stop::Stopping) => {}
                 Err(Stop::Spool(error)) => {
-                    tracing::error!(%error, "cannot replay the spool; trying again");
+                    tracing::error!(error = %pixelgate_core::config::Chain(&error), "cannot replay the spool; trying again");
                 }
             }
         }

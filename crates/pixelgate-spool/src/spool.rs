@@ -83,7 +83,7 @@ impl SpoolConfig {
 /// Why a spool operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("cannot open the spool directory {}: {source}", path.display())]
+    #[error("cannot open the spool directory {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
@@ -93,25 +93,25 @@ pub enum SpoolError {
     InUse { path: PathBuf },
     #[error("the spool is full: {max_bytes} bytes (spool.max_bytes)")]
     Full { max_bytes: u64 },
-    #[error("cannot write the spool segment {}: {source}", path.display())]
+    #[error("cannot write the spool segment {}", path.display())]
     Write {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot read the spool segment {}: {source}", path.display())]
+    #[error("cannot read the spool segment {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot remove the spool segment {}: {source}", path.display())]
+    #[error("cannot remove the spool segment {}", path.display())]
     Remove {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot spool an event: {0}")]
+    #[error("cannot spool an event")]
     Frame(#[from] FrameError),
 }
 

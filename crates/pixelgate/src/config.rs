@@ -130,7 +130,7 @@ impl fmt::Debug for EnvSecret {
 /// An error that names what was wrong: a key, a variable or a flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]

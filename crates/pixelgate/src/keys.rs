@@ -22,9 +22,9 @@ pub enum KeyLoadError {
          (make one with `pixelgate keygen > /etc/pixelgate/keys/1.key`)"
     )]
     NoKey,
-    #[error("PIXELGATE_SIGNING_KEY: {0}")]
+    #[error("PIXELGATE_SIGNING_KEY")]
     Env(#[source] KeyError),
-    #[error("signing.key_dir {}: {source}", dir.display())]
+    #[error("signing.key_dir {}", dir.display())]
     ReadDir {
         dir: PathBuf,
         #[source]
@@ -32,13 +32,13 @@ pub enum KeyLoadError {
     },
     #[error("signing.key_dir {}: holds no ID.key file", dir.display())]
     EmptyDir { dir: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     BadKey {
         path: PathBuf,
         #[source]
@@ -46,7 +46,7 @@ pub enum KeyLoadError {
     },
     #[error("{}: every user can read it; run chmod o-rwx on it", path.display())]
     WorldReadable { path: PathBuf },
-    #[error("{0}")]
+    #[error(transparent)]
     Keyring(#[from] KeyringError),
 }
 
@@ -111,6 +111,8 @@ fn read_key_dir(dir: &Path) -> Result<Vec<(KeyId, Secret)>, KeyLoadError> {
 mod tests {
     use std::fs::Permissions;
 
+    use pixelgate_core::config::chain;
+
     use super::*;
     use crate::config::EnvSecret;
 
@@ -149,12 +151,14 @@ mod tests {
     #[test]
     fn bad_key_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = from_dir(dir.path()).unwrap_err().to_string();
+        let err = from_dir(dir.path()).unwrap_err();
+        let err = chain(&err);
         assert!(err.ends_with("holds no ID.key file"), "{err}");
 
         let secret = Secret::generate().unwrap().to_string();
         let open = write_key(dir.path(), "1.key", &secret, 0o644);
-        let err = from_dir(dir.path()).unwrap_err().to_string();
+        let err = from_dir(dir.path()).unwrap_err();
+        let err = chain(&err);
         assert_eq!(
             err,
             format!(
@@ -166,7 +170,8 @@ mod tests {
         assert!(from_dir(dir.path()).is_ok());
 
         let bad = write_key(dir.path(), "2.key", "not base64!", 0o600);
-        let err = from_dir(dir.path()).unwrap_err().to_string();
+        let err = from_dir(dir.path()).unwrap_err();
+        let err = chain(&err);
         assert!(
             err.starts_with(&format!("{}: a signing secret is 32 bytes", bad.display())),
             "{err}"
@@ -174,15 +179,14 @@ mod tests {
         fs::remove_file(bad).unwrap();
 
         let named = write_key(dir.path(), "new.key", &secret, 0o600);
-        let err = from_dir(dir.path()).unwrap_err().to_string();
+        let err = from_dir(dir.path()).unwrap_err();
+        let err = chain(&err);
         assert!(
             err.starts_with(&format!("{}: a key id is a whole number", named.display())),
             "{err}"
         );
 
-        let err = from_dir(&dir.path().join("missing"))
-            .unwrap_err()
-            .to_string();
+        let err = chain(&from_dir(&dir.path().join("missing")).unwrap_err());
         assert!(err.contains("No such file or directory"), "{err}");
     }
 
@@ -206,16 +210,16 @@ mod tests {
                 .sealing_key_id(),
             KeyId(9)
         );
-        let err = load_keyring(&env("x:y".into())).unwrap_err().to_string();
+        let err = load_keyring(&env("x:y".into())).unwrap_err();
+        let err = chain(&err);
         assert!(err.starts_with("PIXELGATE_SIGNING_KEY: a key id"), "{err}");
-        let err = load_keyring(&env("short".into())).unwrap_err().to_string();
+        let err = load_keyring(&env("short".into())).unwrap_err();
+        let err = chain(&err);
         assert!(
             err.starts_with("PIXELGATE_SIGNING_KEY: a signing secret"),
             "{err}"
         );
-        let none = load_keyring(&SigningConfig::default())
-            .unwrap_err()
-            .to_string();
+        let none = chain(&load_keyring(&SigningConfig::default()).unwrap_err());
         assert!(
             none.starts_with("no signing key: set PIXELGATE_SIGNING_KEY"),
             "{none}"
