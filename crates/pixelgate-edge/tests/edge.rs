@@ -1,5 +1,6 @@
-//! The edge end to end: `pixelgate_edge::run` on 127.0.0.1 port 0 against a real redis-server,
-//! driven over real sockets (HTTP/1.1, HTTP/2 with prior knowledge, TLS with SNI and ALPN).
+//! The edge end to end: `Edge::open` and `Edge::run` on 127.0.0.1 port 0 against a real
+//! redis-server, driven over real sockets (HTTP/1.1, HTTP/2 with prior knowledge, TLS with SNI
+//! and ALPN).
 //!
 //! What reached Redis is read with the harness's own RESP client. An answered tracking request
 //! must already have its event in Redis when the answer arrives, so tests read Redis right after
@@ -1045,4 +1046,82 @@ async fn slow_silent_and_idle_clients_are_cut_off_after_the_header_timeout() {
         "an idle keep-alive connection is still open"
     );
     assert_eq!(messages(&redis, EVENTS), ["msg-s"]);
+}
+
+/// Request ids are the edge's own and random: they say nothing about how many requests an
+/// edge served, and a client's `x-request-id` is neither believed nor echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_random_and_the_edge_s_own() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis).await;
+    let forged = "0000000000000001";
+    let mut seen = Vec::new();
+    for base in [server.public_url(), server.admin_url()] {
+        for _ in 0..10 {
+            let reply = server
+                .send(Method::GET, &base, "/healthz", &[("x-request-id", forged)])
+                .await;
+            let id = reply.header("x-request-id").unwrap().to_owned();
+            assert_eq!(id.len(), 16, "{id}");
+            assert_ne!(id, forged, "the client's id is not echoed");
+            seen.push(u64::from_str_radix(&id, 16).unwrap());
+        }
+    }
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), seen.len(), "{seen:x?}");
+    // A counter (even one started at a random number) moves by one from request to request.
+    let steps = seen
+        .windows(2)
+        .filter(|w| w[1].wrapping_sub(w[0]) < 1 << 20)
+        .count();
+    assert!(steps < 3, "ids that count: {seen:x?}");
+}
+
+/// `robots.txt` and the favicon are answered cheaply on the public listener and cost a client
+/// nothing of its rate limit, so a browser showing the 404 of a bad link loses no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_and_the_favicon_are_answered_outside_the_rate_limit() {
+    let redis = RedisServer::start();
+    let server = TestServer::builder(&redis)
+        .edge(|c| {
+            c.rate_limit.per_second = std::num::NonZeroU32::new(1).unwrap();
+            c.rate_limit.burst = std::num::NonZeroU32::new(1).unwrap();
+        })
+        .start()
+        .await;
+    for _ in 0..5 {
+        let robots = server.get("/robots.txt").await;
+        assert_eq!(robots.status, StatusCode::OK);
+        assert_eq!(robots.text(), "User-agent: *\nDisallow: /\n");
+        let favicon = server.get("/favicon.ico").await;
+        assert_eq!(favicon.status, StatusCode::NO_CONTENT);
+        assert!(
+            favicon
+                .header("cache-control")
+                .unwrap()
+                .starts_with("max-age=")
+        );
+    }
+    // The client's one request of burst is still there: the first unknown path is a 404, the
+    // second is over the limit.
+    assert_eq!(server.get("/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get("/nope").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        server.admin_get("/robots.txt").await.status,
+        StatusCode::NOT_FOUND,
+        "public only"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "pixelgate_http_requests_total{route=\"favicon\",status=\"204\"}"
+        ),
+        Some(5.0)
+    );
 }

@@ -1344,6 +1344,11 @@ async fn control_characters_never_reach_the_access_log_raw() {
         let all = exchange(addr, &get(target), 1, Then::Closes).await;
         assert_eq!(all[0].status, 200);
     }
+    // HTTP/2 names the request by an absolute URI; the log names it by its path all the same,
+    // so one parser reads the lines of every client.
+    let mut h2 = h2_client(TcpStream::connect(addr).await.unwrap()).await;
+    let h2_reply = h2_get(&mut h2, &format!("http://{addr}/o/h2-tampered.gif?x=1")).await;
+    assert_eq!(h2_reply.status, StatusCode::OK);
 
     // The events: `ua` as the table says, each record valid JSON.
     let stored = list(&redis, EVENTS);
@@ -1358,7 +1363,7 @@ async fn control_characters_never_reach_the_access_log_raw() {
     // The access log: one line per answered request, no field with a dangerous character, and
     // each User-Agent there in its escaped form.
     let lines = log.0.lock().unwrap().clone();
-    assert_eq!(lines.len(), answered_uas.len() + 2, "{lines:#?}");
+    assert_eq!(lines.len(), answered_uas.len() + 3, "{lines:#?}");
     for line in &lines {
         for (field, value) in line {
             assert!(
@@ -1374,6 +1379,8 @@ async fn control_characters_never_reach_the_access_log_raw() {
     assert!(uas.contains(&"quote \\\" and backslash \\\\"), "{uas:?}");
     let uris: Vec<&str> = lines.iter().map(|l| l["uri"].as_str()).collect();
     assert!(uris.contains(&"/o/\\u{202e}\\u{85}.gif"), "{uris:?}");
+    assert!(uris.contains(&"/o/h2-tampered.gif?x=1"), "{uris:?}");
+    assert!(uris.iter().all(|u| u.starts_with('/')), "{uris:?}");
 
     // As the JSON formatter writes them: one JSON object a line, no raw control byte.
     // Each key once: a field named like one of the formatter's own keys would be lost.
