@@ -16,21 +16,31 @@ APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: deps
-deps: ## Install what the tests need from Debian's packages when missing (Redis, MariaDB, PostgreSQL, slowhttptest)
-	@missing=(); \
-	command -v redis-server >/dev/null || missing+=(redis-server); \
-	command -v redis-cli >/dev/null || missing+=(redis-tools); \
-	command -v mariadbd >/dev/null || missing+=(mariadb-server); \
-	command -v mariadb >/dev/null || missing+=(mariadb-client); \
-	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql); \
-	command -v psql >/dev/null || missing+=(postgresql-client); \
-	command -v slowhttptest >/dev/null || missing+=(slowhttptest); \
-	if (( $${#missing[@]} )); then \
+# Installs the Debian packages named after `--` when the command or file before each is missing.
+# Usage: $(call ensure,COMMAND-OR-PATH=PACKAGE ...); a path starts with / or contains a glob.
+ensure = missing=(); \
+	for pair in $(1); do \
+	  what=$${pair%%=*}; pkg=$${pair\#*=}; \
+	  case $$what in \
+	    /*) compgen -G "$$what" >/dev/null || missing+=("$$pkg") ;; \
+	    *) command -v "$$what" >/dev/null || missing+=("$$pkg") ;; \
+	  esac; \
+	done; \
+	if (( $${\#missing[@]} )); then \
 	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
 	  echo "installing $${missing[*]}"; \
 	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $${missing[@]} >/dev/null; \
 	fi
+
+.PHONY: run-deps
+run-deps: ## Install what make run needs from Debian's packages when missing (Redis)
+	@$(call ensure,redis-server=redis-server redis-cli=redis-tools)
+
+.PHONY: deps
+deps: ## Install what the tests need from Debian's packages when missing (Redis, MariaDB, PostgreSQL, slowhttptest)
+	@$(call ensure,redis-server=redis-server redis-cli=redis-tools mariadbd=mariadb-server \
+	  mariadb=mariadb-client /usr/lib/postgresql/*/bin/postgres=postgresql psql=postgresql-client \
+	  slowhttptest=slowhttptest)
 
 .PHONY: test
 test: deps ## Everything CI runs: format check, clippy with warnings denied, all tests
@@ -82,22 +92,11 @@ RPM_SOURCE_DATE = $(or $(SOURCE_DATE_EPOCH),$(shell git log -1 --format=%ct 2>/d
 
 .PHONY: rpm-deps
 rpm-deps: ## Install what rpm and rpm-test need when missing (rpm, rpmlint, debootstrap, nspawn, zig)
-	@missing=(); \
-	command -v rpm >/dev/null || missing+=(rpm); \
-	command -v rpmlint >/dev/null || missing+=(rpmlint); \
-	command -v debootstrap >/dev/null || missing+=(debootstrap); \
-	command -v systemd-nspawn >/dev/null || missing+=(systemd-container); \
-	command -v nsenter >/dev/null || missing+=(util-linux); \
-	command -v pgrep >/dev/null || missing+=(procps); \
-	command -v objdump >/dev/null || missing+=(binutils); \
-	[ -r /usr/share/shunit2/shunit2 ] || missing+=(shunit2); \
-	command -v python3 >/dev/null || missing+=(python3); \
-	python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); \
-	if (( $${#missing[@]} )); then \
-	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
-	  echo "installing $${missing[*]}"; \
-	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $${missing[@]} >/dev/null; \
-	fi
+	@$(call ensure,rpm=rpm rpmlint=rpmlint debootstrap=debootstrap systemd-nspawn=systemd-container \
+	  nsenter=util-linux pgrep=procps objdump=binutils /usr/share/shunit2/shunit2=shunit2 \
+	  python3=python3)
+	@python3 -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends python3-venv >/dev/null; }
 	@if ! $(RPM_TOOLS)/bin/cargo-zigbuild --version >/dev/null 2>&1; then \
 	  echo "installing $(ZIGBUILD_PINS) from PyPI into $(RPM_TOOLS)"; \
 	  python3 -m venv $(RPM_TOOLS) && $(RPM_TOOLS)/bin/pip install -q $(ZIGBUILD_PINS); \
@@ -121,17 +120,8 @@ rpm-test: rpm-deps ## Prove the RPM: glibc floor, rpmlint, install, boot, smoke 
 
 .PHONY: bench-deps
 bench-deps: ## Install what the side-by-side bench needs when missing (nginx, ngx_lua, lua-resty-redis, wrk)
-	@missing=(); \
-	command -v nginx >/dev/null || missing+=(nginx); \
-	[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua); \
-	[ -e /usr/share/lua/5.1/nginx/redis.lua ] || missing+=(lua-nginx-redis); \
-	command -v wrk >/dev/null || missing+=(wrk); \
-	command -v taskset >/dev/null || missing+=(util-linux); \
-	if (( $${#missing[@]} )); then \
-	  command -v apt-get >/dev/null || { echo "missing: $${missing[*]}; install them with your package manager" >&2; exit 1; }; \
-	  echo "installing $${missing[*]}"; \
-	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends $${missing[@]} >/dev/null; \
-	fi
+	@$(call ensure,nginx=nginx /usr/lib/nginx/modules/ngx_http_lua_module.so=libnginx-mod-http-lua \
+	  /usr/share/lua/5.1/nginx/redis.lua=lua-nginx-redis wrk=wrk taskset=util-linux)
 
 .PHONY: bench
 bench: deps bench-deps ## Run the benchmarks of docs/benchmarks.md (enqueue; drain; pixelgate beside nginx, with plots)
@@ -163,7 +153,7 @@ dev-redis: ## Start a local Redis on 127.0.0.1:6379 unless one answers there (in
 	@if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then \
 	  echo "using the Redis at 127.0.0.1:6379"; \
 	else \
-	  $(MAKE) deps; \
+	  $(MAKE) run-deps; \
 	  mkdir -p target/dev/redis; \
 	  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --dir $(CURDIR)/target/dev/redis \
 	    --appendonly yes --save "" --logfile $(CURDIR)/target/dev/redis/redis.log \
