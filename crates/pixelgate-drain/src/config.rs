@@ -4,19 +4,16 @@
 //! `docs/configuration.md`.
 
 use std::{
-    fmt,
     net::{Ipv4Addr, SocketAddr},
     num::{NonZeroU64, NonZeroUsize},
-    path::PathBuf,
-    str::FromStr,
     time::Duration,
 };
 
-use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
+use pixelgate_core::Invalid;
 use serde::Deserialize;
-use url::Url;
 
-use crate::sink::Location;
+use crate::sink::SinkOptions;
+pub use crate::sink::SinkUrl;
 
 /// `[drain]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,6 +85,14 @@ impl Default for DrainConfig {
 }
 
 impl DrainConfig {
+    /// What the sink is opened with besides its URL.
+    pub fn sink_options(&self) -> SinkOptions {
+        SinkOptions {
+            concurrency: self.concurrency.get(),
+            jsonl_rotate_bytes: self.jsonl_rotate_bytes.get(),
+        }
+    }
+
     /// Checks what single values cannot check; the error names the key.
     pub fn validate(&self, shard_count: usize) -> Result<(), Invalid> {
         if self.batch_size.get() > 50_000 {
@@ -121,61 +126,3 @@ impl DrainConfig {
         Ok(())
     }
 }
-
-/// Where the drain writes: a URL whose scheme names one of the sinks ([`crate::sink::SINKS`]),
-/// with a host for a server's, or an absolute path for a file's.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SinkUrl(Url);
-
-impl SinkUrl {
-    pub fn scheme(&self) -> &str {
-        self.0.scheme()
-    }
-
-    pub fn url(&self) -> &Url {
-        &self.0
-    }
-
-    /// The file a `jsonl:///path` URL names.
-    pub fn file_path(&self) -> Option<PathBuf> {
-        self.0.to_file_path().ok()
-    }
-}
-
-impl fmt::Debug for SinkUrl {
-    /// Never shows a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "SinkUrl({shown})")
-    }
-}
-
-impl FromStr for SinkUrl {
-    type Err = BadValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let url = Url::parse(s)?;
-        let Some(sink) = crate::sink::registration(url.scheme()) else {
-            let schemes: Vec<String> = crate::sink::SINKS
-                .iter()
-                .flat_map(|r| r.schemes.iter().map(|s| format!("{s}://")))
-                .collect();
-            return Err(BadValue::Scheme(schemes.join(", ")));
-        };
-        let has_host = url.host_str().is_some_and(|h| !h.is_empty());
-        match sink.location {
-            Location::Server if has_host => Ok(Self(url)),
-            Location::Server => Err(BadValue::Rule("needs a host: SCHEME://user@host/db")),
-            Location::File if !has_host && url.path().len() > 1 && url.to_file_path().is_ok() => {
-                Ok(Self(url))
-            }
-            Location::File => Err(BadValue::Rule(
-                "needs an absolute file path: SCHEME:///path",
-            )),
-        }
-    }
-}
-deserialize_from_str!(SinkUrl);

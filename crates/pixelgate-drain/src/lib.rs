@@ -90,7 +90,7 @@ impl Drain {
     pub fn open(settings: &Settings) -> Result<Self, OpenError> {
         let config = settings.drain.clone();
         let url = config.sink_url.as_ref().ok_or(OpenError::NoSink)?;
-        let sink: Arc<dyn Sink> = sink::open(url, &config)?.into();
+        let sink: Arc<dyn Sink> = sink::open(url, &config.sink_options())?.into();
         let admin =
             std::net::TcpListener::bind(config.admin_listen).map_err(|source| OpenError::Bind {
                 addr: config.admin_listen,

@@ -329,7 +329,8 @@ async fn sink_urls_name_their_kind_and_hide_passwords() {
     ] {
         let parsed: SinkUrl = url.parse().unwrap();
         assert!(!format!("{parsed:?}").contains("secret"), "{parsed:?}");
-        let sink = pixelgate_drain::sink::open(&parsed, &DrainConfig::default()).unwrap();
+        let options = DrainConfig::default().sink_options();
+        let sink = pixelgate_drain::sink::open(&parsed, &options).unwrap();
         assert_eq!(sink.name(), name, "{url}");
     }
     for bad in [

@@ -13,7 +13,11 @@ use redis::{Script, Value};
 use tokio::time::timeout;
 
 use crate::{
-    error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool, source::Holding,
+    error::QueueError,
+    layout::ShardKeys,
+    metrics::QueueMetrics,
+    pool::Pool,
+    source::{BatchSource, Holding, Taken},
 };
 
 macro_rules! script {
@@ -254,5 +258,59 @@ fn parse_claim(reply: Value) -> Result<(u64, u64, Vec<Vec<u8>>), QueueError> {
             Ok((n(id)?, n(requeued)?, events))
         }
         other => Err(bad(&other)),
+    }
+}
+
+impl Taken for Lease {
+    fn shard(&self) -> usize {
+        self.shard
+    }
+
+    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        self.events.iter().map(Vec::as_slice)
+    }
+}
+
+impl BatchSource for Leases {
+    type Batch = Lease;
+
+    /// A claim answers at once, full or empty.
+    const WAITS: bool = false;
+
+    fn shards(&self) -> usize {
+        Leases::shards(self).len()
+    }
+
+    async fn prepare(&self, _shard: usize) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        shard: usize,
+        max: usize,
+        _wait: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        self.claim(shard, max, self.holding().lease).await
+    }
+
+    async fn keep(&self, batch: &Lease) -> Result<(), QueueError> {
+        self.renew(batch, self.holding().lease).await.map(drop)
+    }
+
+    async fn dead_letter(&self, batch: &Lease, poison: &[usize]) -> Result<(), QueueError> {
+        let payloads: Vec<Vec<u8>> = poison
+            .iter()
+            .filter_map(|&i| batch.events.get(i).cloned())
+            .collect();
+        self.dead_letter_payloads(batch.shard, &payloads).await
+    }
+
+    async fn ack(&self, batch: &Lease) -> Result<bool, QueueError> {
+        Leases::ack(self, batch).await
+    }
+
+    async fn give_back(&self, batch: &Lease) -> Result<(), QueueError> {
+        self.release(batch).await.map(drop)
     }
 }

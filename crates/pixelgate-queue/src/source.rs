@@ -1,17 +1,13 @@
 //! One way to drain: a source of batches, whatever holds them in Redis.
 //!
-//! List leases ([`Leases`]) and the stream consumer group ([`StreamConsumer`]) both implement
+//! List leases (`lease.rs`) and the stream consumer group (`stream.rs`) both implement
 //! [`BatchSource`], and the drain has one loop over it, so both modes keep the same promises:
 //! a batch is acknowledged only after its events were written and its poison dead-lettered, a
 //! batch being retried is kept from other drains, and a batch in hand at shutdown is given back.
 
 use std::time::Duration;
 
-use crate::{
-    error::QueueError,
-    lease::{Lease, Leases},
-    stream::{StreamBatch, StreamConsumer},
-};
+use crate::error::QueueError;
 
 /// How a drain holds what it takes, set when its source is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,115 +67,4 @@ pub trait BatchSource: Send + Sync + 'static {
     /// Gives a batch back now, for this or another drain to take again.
     fn give_back(&self, batch: &Self::Batch)
     -> impl Future<Output = Result<(), QueueError>> + Send;
-}
-
-impl Taken for Lease {
-    fn shard(&self) -> usize {
-        self.shard
-    }
-
-    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
-        self.events.iter().map(Vec::as_slice)
-    }
-}
-
-impl BatchSource for Leases {
-    type Batch = Lease;
-
-    /// A claim answers at once, full or empty.
-    const WAITS: bool = false;
-
-    fn shards(&self) -> usize {
-        Leases::shards(self).len()
-    }
-
-    async fn prepare(&self, _shard: usize) -> Result<(), QueueError> {
-        Ok(())
-    }
-
-    async fn take(
-        &self,
-        shard: usize,
-        max: usize,
-        _wait: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
-        self.claim(shard, max, self.holding().lease).await
-    }
-
-    async fn keep(&self, batch: &Lease) -> Result<(), QueueError> {
-        self.renew(batch, self.holding().lease).await.map(drop)
-    }
-
-    async fn dead_letter(&self, batch: &Lease, poison: &[usize]) -> Result<(), QueueError> {
-        let payloads: Vec<Vec<u8>> = poison
-            .iter()
-            .filter_map(|&i| batch.events.get(i).cloned())
-            .collect();
-        self.dead_letter_payloads(batch.shard, &payloads).await
-    }
-
-    async fn ack(&self, batch: &Lease) -> Result<bool, QueueError> {
-        Leases::ack(self, batch).await
-    }
-
-    async fn give_back(&self, batch: &Lease) -> Result<(), QueueError> {
-        self.release(batch).await.map(drop)
-    }
-}
-
-impl Taken for StreamBatch {
-    fn shard(&self) -> usize {
-        self.shard
-    }
-
-    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries.iter().map(|e| e.payload.as_slice())
-    }
-}
-
-impl BatchSource for StreamConsumer {
-    type Batch = StreamBatch;
-
-    /// `XREADGROUP … BLOCK` waits for entries.
-    const WAITS: bool = true;
-
-    fn shards(&self) -> usize {
-        StreamConsumer::shards(self)
-    }
-
-    async fn prepare(&self, shard: usize) -> Result<(), QueueError> {
-        self.ensure_group(shard).await
-    }
-
-    async fn take(
-        &self,
-        shard: usize,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Option<StreamBatch>, QueueError> {
-        let batch = self.read(shard, max, wait).await?;
-        Ok((!batch.entries.is_empty()).then_some(batch))
-    }
-
-    async fn keep(&self, batch: &StreamBatch) -> Result<(), QueueError> {
-        self.touch(batch, Duration::ZERO).await
-    }
-
-    async fn dead_letter(&self, batch: &StreamBatch, poison: &[usize]) -> Result<(), QueueError> {
-        let entries: Vec<_> = poison
-            .iter()
-            .filter_map(|&i| batch.entries.get(i).cloned())
-            .collect();
-        StreamConsumer::dead_letter(self, batch.shard, &entries).await
-    }
-
-    async fn ack(&self, batch: &StreamBatch) -> Result<bool, QueueError> {
-        StreamConsumer::ack(self, batch).await.map(|()| true)
-    }
-
-    async fn give_back(&self, batch: &StreamBatch) -> Result<(), QueueError> {
-        // Pending entries idle for a whole lease are taken over by the next read of any
-        // consumer: marking them so hands them on at once.
-        self.touch(batch, self.holding().lease).await
-    }
 }

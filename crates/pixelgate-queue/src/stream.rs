@@ -11,7 +11,11 @@ use redis::{Pipeline, Value};
 use tokio::time::timeout;
 
 use crate::{
-    error::QueueError, layout::ShardKeys, metrics::QueueMetrics, pool::Pool, source::Holding,
+    error::QueueError,
+    layout::ShardKeys,
+    metrics::QueueMetrics,
+    pool::Pool,
+    source::{BatchSource, Holding, Taken},
 };
 
 /// The consumer group every drain joins.
@@ -396,4 +400,61 @@ fn parse_entries(v: Value) -> Result<Vec<RawEntry>, QueueError> {
         out.push((id, event));
     }
     Ok(out)
+}
+
+impl Taken for StreamBatch {
+    fn shard(&self) -> usize {
+        self.shard
+    }
+
+    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|e| e.payload.as_slice())
+    }
+}
+
+impl BatchSource for StreamConsumer {
+    type Batch = StreamBatch;
+
+    /// `XREADGROUP … BLOCK` waits for entries.
+    const WAITS: bool = true;
+
+    fn shards(&self) -> usize {
+        StreamConsumer::shards(self)
+    }
+
+    async fn prepare(&self, shard: usize) -> Result<(), QueueError> {
+        self.ensure_group(shard).await
+    }
+
+    async fn take(
+        &self,
+        shard: usize,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Option<StreamBatch>, QueueError> {
+        let batch = self.read(shard, max, wait).await?;
+        Ok((!batch.entries.is_empty()).then_some(batch))
+    }
+
+    async fn keep(&self, batch: &StreamBatch) -> Result<(), QueueError> {
+        self.touch(batch, Duration::ZERO).await
+    }
+
+    async fn dead_letter(&self, batch: &StreamBatch, poison: &[usize]) -> Result<(), QueueError> {
+        let entries: Vec<_> = poison
+            .iter()
+            .filter_map(|&i| batch.entries.get(i).cloned())
+            .collect();
+        StreamConsumer::dead_letter(self, batch.shard, &entries).await
+    }
+
+    async fn ack(&self, batch: &StreamBatch) -> Result<bool, QueueError> {
+        StreamConsumer::ack(self, batch).await.map(|()| true)
+    }
+
+    async fn give_back(&self, batch: &StreamBatch) -> Result<(), QueueError> {
+        // Pending entries idle for a whole lease are taken over by the next read of any
+        // consumer: marking them so hands them on at once.
+        self.touch(batch, self.holding().lease).await
+    }
 }

@@ -10,12 +10,13 @@ mod jsonl;
 mod mysql;
 mod postgres;
 mod sql;
+mod url;
 
 use std::{fmt, path::PathBuf, pin::Pin, time::Duration};
 
 use pixelgate_core::Event;
 
-use crate::config::{DrainConfig, SinkUrl};
+pub use self::url::SinkUrl;
 
 /// Why a sink did not take a batch.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +78,19 @@ pub enum Location {
     File,
 }
 
+/// What sinks are opened with besides their URL, from `[drain]` (`DrainConfig::sink_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkOptions {
+    /// Batches written at once (`drain.concurrency`): a SQL sink's pool keeps one connection
+    /// for each, and one for `/readyz`.
+    pub concurrency: usize,
+    /// `drain.jsonl_rotate_bytes`.
+    pub jsonl_rotate_bytes: u64,
+}
+
 /// How a sink is opened from its URL; connections are made lazily, so this does not wait for a
 /// server.
-pub type Open = fn(&SinkUrl, &DrainConfig) -> Result<Box<dyn Sink>, SinkError>;
+pub type Open = fn(&SinkUrl, &SinkOptions) -> Result<Box<dyn Sink>, SinkError>;
 
 /// One kind of sink: the URL schemes that name it and how to open it.
 #[derive(Debug, Clone, Copy)]
@@ -114,8 +125,8 @@ pub fn registration(scheme: &str) -> Option<&'static Registration> {
 }
 
 /// Opens the sink `url` names (its scheme was checked when the URL was read).
-pub fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
+pub fn open(url: &SinkUrl, options: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
     let registration =
         registration(url.scheme()).ok_or_else(|| SinkError::Unknown(url.scheme().to_owned()))?;
-    (registration.open)(url, config)
+    (registration.open)(url, options)
 }

@@ -15,7 +15,7 @@ use pixelgate_core::Event;
 use tokio::sync::Mutex;
 
 use super::{Sink, SinkError, SinkFuture};
-use crate::config::{DrainConfig, SinkUrl};
+use crate::sink::{SinkOptions, SinkUrl};
 
 /// The open file and its size, behind one lock: batches are appended whole, one at a time.
 #[derive(Debug)]
@@ -26,13 +26,13 @@ pub(crate) struct JsonLines {
 }
 
 /// Opens (or creates) the file `jsonl:///path` names.
-pub(crate) fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
+pub(crate) fn open(url: &SinkUrl, options: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
     let path = url
         .file_path()
         .ok_or_else(|| SinkError::Unknown(url.scheme().to_owned()))?;
     Ok(Box::new(JsonLines::open(
         &path,
-        config.jsonl_rotate_bytes.get(),
+        options.jsonl_rotate_bytes,
     )?))
 }
 

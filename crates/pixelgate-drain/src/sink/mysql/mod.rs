@@ -16,7 +16,7 @@ use super::{
         column_names, columns_added,
     },
 };
-use crate::config::{DrainConfig, SinkUrl};
+use crate::sink::{SinkOptions, SinkUrl};
 
 /// A pool to one MariaDB or MySQL server.
 #[derive(Debug)]
@@ -25,15 +25,15 @@ pub(crate) struct Mysql {
 }
 
 /// Opens the pool (lazily: no connection yet).
-pub(crate) fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
+pub(crate) fn open(url: &SinkUrl, options: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
     let mut url = url.url().clone();
     // sqlx knows the scheme as mysql:// only.
     let _ = url.set_scheme("mysql");
-    let options: MySqlConnectOptions = url.as_str().parse()?;
+    let connect: MySqlConnectOptions = url.as_str().parse()?;
     let pool = MySqlPoolOptions::new()
-        .max_connections(super::sql::pool_size(config))
+        .max_connections(super::sql::pool_size(options))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options.charset("utf8mb4"));
+        .connect_lazy_with(connect.charset("utf8mb4"));
     Ok(Box::new(Mysql { pool }))
 }
 

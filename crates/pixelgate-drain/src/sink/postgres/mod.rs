@@ -17,7 +17,7 @@ use super::{
         column_names, columns_added,
     },
 };
-use crate::config::{DrainConfig, SinkUrl};
+use crate::sink::{SinkOptions, SinkUrl};
 
 /// A pool to one PostgreSQL server.
 #[derive(Debug)]
@@ -28,12 +28,12 @@ pub(crate) struct Postgres {
 }
 
 /// Opens the pool (lazily: no connection yet).
-pub(crate) fn open(url: &SinkUrl, config: &DrainConfig) -> Result<Box<dyn Sink>, SinkError> {
-    let options: PgConnectOptions = url.url().as_str().parse()?;
+pub(crate) fn open(url: &SinkUrl, options: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
+    let connect: PgConnectOptions = url.url().as_str().parse()?;
     let pool = PgPoolOptions::new()
-        .max_connections(super::sql::pool_size(config))
+        .max_connections(super::sql::pool_size(options))
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options.application_name("pixelgate-drain"));
+        .connect_lazy_with(connect.application_name("pixelgate-drain"));
     Ok(Box::new(Postgres {
         pool,
         insert: insert(),

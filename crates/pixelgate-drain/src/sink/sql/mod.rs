@@ -79,8 +79,8 @@ pub(crate) fn column_names() -> String {
 }
 
 /// Connections a SQL sink's pool keeps: one per worker, and one for `/readyz`.
-pub(crate) fn pool_size(config: &crate::config::DrainConfig) -> u32 {
-    u32::try_from(config.concurrency.get() + 1).unwrap_or(u32::MAX)
+pub(crate) fn pool_size(options: &super::SinkOptions) -> u32 {
+    u32::try_from(options.concurrency + 1).unwrap_or(u32::MAX)
 }
 
 /// Now, as the text `pixelgate_schema.applied_at` keeps.
