@@ -217,7 +217,8 @@ async fn a_wrong_key_type_is_a_clear_error() {
         matches!(&**cause, QueueError::WrongType { key, .. } if key == "pixelgate:events"),
         "{cause:?}"
     );
-    assert!(err.to_string().contains("wrong type"), "{err}");
+    let said = pixelgate_core::config::chain(&err);
+    assert!(said.contains("wrong type"), "{said}");
     let text = metrics_text(&registry);
     assert_eq!(
         sample(&text, "pixelgate_queue_errors_total{kind=\"wrong_type\"}"),

@@ -210,10 +210,10 @@ async fn wrong_key_types_and_bad_arguments_are_refused_before_any_write() {
     server.call(&["DEL", "pixelgate:events:leases"]);
 
     let err = leases.claim(0, 200_000, LONG).await.unwrap_err();
+    let said = pixelgate_core::config::chain(&err);
     assert!(
-        err.to_string()
-            .contains("pixelgate: argument 1 must be a whole number from 0 to 100000"),
-        "{err}"
+        said.contains("pixelgate: argument 1 must be a whole number from 0 to 100000"),
+        "{said}"
     );
     assert_eq!(
         server.call(&["LLEN", "pixelgate:events"]),
