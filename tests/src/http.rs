@@ -118,16 +118,24 @@ pub fn parse_all(mut bytes: &[u8]) -> io::Result<Vec<Reply>> {
     Ok(out)
 }
 
+/// The next response, once `buf` holds it whole; an error when the connection `closed` first.
+fn next(buf: &mut Vec<u8>, closed: bool) -> io::Result<Option<Reply>> {
+    match parse(buf, closed)? {
+        Some((reply, used)) => {
+            buf.drain(..used);
+            Ok(Some(reply))
+        }
+        None if closed => Err(io::ErrorKind::UnexpectedEof.into()),
+        None => Ok(None),
+    }
+}
+
 /// Reads the next response from `io`; bytes after it stay in `buf` for the next call.
 pub async fn read<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> io::Result<Reply> {
     let mut closed = false;
     loop {
-        if let Some((reply, used)) = parse(buf, closed)? {
-            buf.drain(..used);
+        if let Some(reply) = next(buf, closed)? {
             return Ok(reply);
-        }
-        if closed {
-            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         closed = io.read_buf(buf).await? == 0;
     }
@@ -138,12 +146,8 @@ pub fn read_blocking<R: Read>(io: &mut R, buf: &mut Vec<u8>) -> io::Result<Reply
     let mut closed = false;
     let mut chunk = [0u8; 8192];
     loop {
-        if let Some((reply, used)) = parse(buf, closed)? {
-            buf.drain(..used);
+        if let Some(reply) = next(buf, closed)? {
             return Ok(reply);
-        }
-        if closed {
-            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let n = io.read(&mut chunk)?;
         closed = n == 0;

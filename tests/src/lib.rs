@@ -99,6 +99,19 @@ pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     })
 }
 
+/// `12345.6` as `12,346`: how the benchmarks print rates.
+pub fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Whether anything accepts TCP connections at `addr`.
 pub fn is_listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()

@@ -203,7 +203,11 @@ fn distribution(
     for run in runs {
         let server = run.server;
         let label = match run.fixed_rate {
-            Some(rate) => format!("{} at {}/s", server.name(), crate::report::thousands(rate)),
+            Some(rate) => format!(
+                "{} at {}/s",
+                server.name(),
+                pixelgate_tests::thousands(rate)
+            ),
             None => server.name().to_owned(),
         };
         chart

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use pixelgate_tests::thousands;
+
 use crate::{Results, Run, servers::Server, tokens::Workload};
 
 pub const BEGIN: &str =
@@ -304,19 +306,6 @@ fn table_row(out: &mut String, run: &Run) {
         share(u.load_core_busy),
         share(u.others_on_server_core),
     );
-}
-
-/// `12345.6` → `12,346`.
-pub fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn core(c: Option<usize>) -> String {

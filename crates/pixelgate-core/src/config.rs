@@ -60,6 +60,15 @@ impl From<url::ParseError> for BadValue {
     }
 }
 
+/// A URL as logs and `Debug` may show it: any password replaced by `***`.
+pub fn without_password(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown
+}
+
 /// An error and its causes on one line, joined with `": "`.
 pub fn chain(error: &(dyn Error + 'static)) -> String {
     Chain(error).to_string()

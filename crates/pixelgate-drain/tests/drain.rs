@@ -397,3 +397,42 @@ async fn a_batch_whose_poison_cannot_be_dead_lettered_is_not_acknowledged() {
         );
     }
 }
+
+/// A database the first release migrated (MariaDB's table had its index inline at version 1)
+/// takes the migrations as they are now, twice, and keeps one index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_take_a_first_release_database_and_run_twice() {
+    let db = SqlServer::mariadb();
+    db.query(
+        "CREATE TABLE pixelgate_schema (version BIGINT NOT NULL PRIMARY KEY, applied_at VARCHAR(40) NOT NULL)",
+    );
+    db.query(
+        "CREATE TABLE pixelgate_events (id BINARY(16) NOT NULL PRIMARY KEY, kind VARCHAR(8) NOT NULL, \
+         ts DATETIME(3) NOT NULL, account VARCHAR(128) NOT NULL, campaign VARCHAR(128) NOT NULL, \
+         message VARCHAR(128) NOT NULL, recipient VARCHAR(128) NOT NULL, url VARCHAR(2048) NULL, \
+         ip VARCHAR(45) NOT NULL, ua VARCHAR(512) NOT NULL, limited BOOLEAN NOT NULL DEFAULT FALSE, \
+         KEY pixelgate_events_account_campaign_ts (account, campaign, ts)) ENGINE=InnoDB",
+    );
+    db.query("INSERT INTO pixelgate_schema VALUES (1, '2026-11-01T00:00:00.000Z')");
+    let redis = RedisServer::start();
+    let settings = Settings {
+        drain: drain_config(&db.url()),
+        redis: redis.config(),
+        queue: QueueConfig::default(),
+    };
+    let drain = Drain::open(&settings).unwrap();
+    drain.migrate().await.unwrap();
+    drain.migrate().await.unwrap();
+    assert_eq!(
+        db.query("SELECT GROUP_CONCAT(version ORDER BY version) FROM pixelgate_schema"),
+        "1,2"
+    );
+    assert_eq!(
+        db.query(
+            "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = 'pixelgate_events' \
+             AND index_name = 'pixelgate_events_account_campaign_ts'"
+        ),
+        "1"
+    );
+}

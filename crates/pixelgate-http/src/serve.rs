@@ -347,51 +347,39 @@ async fn http<I, M>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     M: MakeRequests,
 {
-    let service = stack.requests.for_peer(peer);
     let conns = &stack.connections;
     let idle_limit = conns.header_read_timeout;
-    if !h2 {
-        // hyper closes idle HTTP/1 connections itself (the header read timeout).
-        let conn = conns
-            .h1
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => log_end(result, peer),
-            () = stopped(&mut stop) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        }
-        return;
-    }
-    // HTTP/2 counts its requests in flight, so a connection with none for the header deadline
-    // gets GOAWAY; a client that does not finish the goodbye in the same time is dropped.
-    let activity = Arc::new(Activity::new());
-    let counted = Counted {
-        inner: service,
+    // hyper closes idle HTTP/1 connections itself (the header read timeout). HTTP/2 counts its
+    // requests in flight, so a connection with none for the header deadline gets GOAWAY, and a
+    // client that does not finish the goodbye in the same time is dropped.
+    let activity = h2.then(|| Arc::new(Activity::new()));
+    let service = Counted {
+        inner: stack.requests.for_peer(peer),
         activity: activity.clone(),
     };
-    let conn = conns
-        .h2
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(counted));
+    let builder = if h2 { &conns.h2 } else { &conns.h1 };
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
+    let idle = async {
+        match &activity {
+            Some(activity) => activity.idle_for(idle_limit).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        result = conn.as_mut() => log_end(result, peer),
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        }
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-        () = activity.idle_for(idle_limit) => {
+        () = idle => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(idle_limit, conn).await;
         }
-    }
-}
-
-fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>, peer: SocketAddr) {
-    if let Err(error) = result {
-        tracing::debug!(%error, %peer, "connection ended with an error");
     }
 }
 
@@ -434,23 +422,20 @@ impl Activity {
     }
 }
 
-/// An HTTP/2 connection's service, counting its requests in flight.
+/// A connection's service; on HTTP/2 it counts the requests in flight.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
-    activity: Arc<Activity>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<S> tower::Service<Request<Incoming>> for Counted<S>
 where
     S: tower::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send + 'static>,
-    >;
+    type Future = CountedFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -460,13 +445,34 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let busy = Busy::new(&self.activity);
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let response = response.await;
-            drop(busy);
-            response
-        })
+        CountedFuture {
+            busy: self.activity.as_ref().map(Busy::new),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, and its place among the requests in flight until it is ready (or
+    /// dropped): no box, and no lock at all on HTTP/1.
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.inner.poll(cx));
+        this.busy.take();
+        std::task::Poll::Ready(answer)
     }
 }
 

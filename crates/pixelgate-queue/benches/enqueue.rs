@@ -18,7 +18,7 @@ use std::{
 
 use pixelgate_core::{Claims, Event, Ids, Observed};
 use pixelgate_queue::{Lane, Pool, Queue, QueueConfig};
-use pixelgate_tests::RedisServer;
+use pixelgate_tests::{RedisServer, thousands};
 use prometheus_client::registry::Registry;
 
 const PRODUCERS: [usize; 3] = [1, 16, 256];
@@ -161,17 +161,4 @@ fn rpush_calls(server: &RedisServer) -> u64 {
         .find_map(|l| l.strip_prefix("cmdstat_rpush:calls="))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// `1234567.8` as `1,234,568`.
-fn thousands(n: f64) -> String {
-    let digits = format!("{:.0}", n);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

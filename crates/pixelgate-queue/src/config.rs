@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
+use pixelgate_core::{BadValue, Invalid, config::without_password, deserialize_from_str};
 use serde::Deserialize;
 use url::Url;
 
@@ -266,11 +266,7 @@ impl RedisUrl {
 impl fmt::Debug for RedisUrl {
     /// Never shows a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "RedisUrl({shown})")
+        write!(f, "RedisUrl({})", without_password(&self.0))
     }
 }
 

@@ -8,7 +8,6 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use pixelgate_drain::Drain;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{config::Config, serve::init_tracing};
 
@@ -33,20 +32,13 @@ pub fn drain(config: Config, migrate_only: bool, out: &mut dyn Write) -> anyhow:
             )?;
             return Ok(());
         }
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let shutdown = crate::signals::stop()?;
         tracing::info!(
             sink = ?config.drain.sink_url,
             admin = %drain.admin_addr()?,
             mode = ?config.queue.mode,
             "pixelgate drain starting"
         );
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM"),
-                _ = interrupt.recv() => tracing::info!("SIGINT"),
-            }
-        };
         drain.run(shutdown).await?;
         Ok(())
     })

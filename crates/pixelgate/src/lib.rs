@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line and what each command does.
 //! - [`serve`]: `pixelgate serve`: tracing, signals, and the edge crate's `run`.
 //! - [`drain`]: `pixelgate drain`: the sink, its migrations, and the drain crate's `run`.
+//! - [`signals`]: `SIGTERM` and `SIGINT`, the end of both.
 //!
 //! The edge, the queue and the drain live in their own crates; this one only starts them.
 
@@ -13,3 +14,4 @@ pub mod config;
 pub mod drain;
 pub mod keys;
 pub mod serve;
+pub mod signals;

@@ -40,8 +40,7 @@ async fn run(config: Config, keys: pixelgate_core::Keyring) -> anyhow::Result<()
             "the spool holds events from a previous run; they will be replayed"
         );
     }
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let shutdown = crate::signals::stop()?;
     let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let reloader = tokio::spawn(reload_on_hangup(
         hangup,
@@ -56,12 +55,6 @@ async fn run(config: Config, keys: pixelgate_core::Keyring) -> anyhow::Result<()
         sealing_key = %edge.keys().load().sealing_key_id(),
         "pixelgate serve starting"
     );
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM"),
-            _ = interrupt.recv() => tracing::info!("SIGINT"),
-        }
-    };
     edge.run(shutdown).await?;
     reloader.abort();
     Ok(())

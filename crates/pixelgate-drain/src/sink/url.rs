@@ -3,7 +3,7 @@
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
-use pixelgate_core::{BadValue, deserialize_from_str};
+use pixelgate_core::{BadValue, config::without_password, deserialize_from_str};
 use url::Url;
 
 use super::{Location, SINKS, registration};
@@ -31,11 +31,7 @@ impl SinkUrl {
 impl fmt::Debug for SinkUrl {
     /// Never shows a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        write!(f, "SinkUrl({shown})")
+        write!(f, "SinkUrl({})", without_password(&self.0))
     }
 }
 

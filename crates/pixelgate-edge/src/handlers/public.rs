@@ -6,13 +6,17 @@
 //! a click it is `404` and never a redirect. A client over its rate limit still gets a valid
 //! pixel or click answered, its event marked `limited` and sent to the overflow lane.
 
-use std::{net::IpAddr, sync::Arc, time::SystemTime};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use pixelgate_core::{Event, Kind, Observed, Target, event::MAX_USER_AGENT_LEN};
+use pixelgate_core::{Claims, Event, Kind, Observed, Target, event::MAX_USER_AGENT_LEN};
 use pixelgate_http::{Body, Refusal, respond};
 use pixelgate_queue::Lane;
 
@@ -59,38 +63,59 @@ pub(crate) async fn public(state: Arc<AppState>, req: Request<Incoming>) -> Answ
     }
 }
 
+/// What a tracking request shows before its token is opened: who asked, when, and whether
+/// it is over its client's limit.
+struct Asked<'a> {
+    client: IpAddr,
+    user_agent: &'a str,
+    at: SystemTime,
+    limit: Result<(), Duration>,
+}
+
+impl<'a> Asked<'a> {
+    fn of<B>(state: &AppState, req: &'a Request<B>) -> Self {
+        let client = client_of(state, req);
+        Self {
+            client,
+            user_agent: user_agent(req.headers()),
+            at: SystemTime::now(),
+            limit: state.limiter.check(client),
+        }
+    }
+
+    /// Everything the event records, once the token opened to `claims`.
+    fn observed(&self, claims: Claims) -> Observed<'a> {
+        Observed {
+            claims,
+            ip: self.client,
+            user_agent: self.user_agent,
+            at: self.at,
+            limited: self.limit.is_err(),
+        }
+    }
+}
+
 /// `GET /o/{token}.gif`: always the GIF; one `open` event when the token opens.
 async fn pixel<B>(state: &AppState, token: &str, req: &Request<B>) -> Answer {
-    let client = client_of(state, req);
-    let limit = state.limiter.check(client);
-    let at = SystemTime::now();
+    let asked = Asked::of(state, req);
     // A statement of its own, so the keyring's guard is released before the Redis wait.
-    let opened = state.keys.load().open(token, Kind::Open, at);
+    let opened = state.keys.load().open(token, Kind::Open, asked.at);
     match opened {
         Ok(claims) => {
-            let seen = Observed {
-                claims,
-                ip: client,
-                user_agent: user_agent(req.headers()),
-                at,
-                limited: limit.is_err(),
-            };
-            record(state, seen).await;
+            record(state, asked.observed(claims)).await;
             Ok(gif())
         }
         Err(_) => {
             state.metrics.token_rejected(Route::Pixel);
-            over_limit(state, limit).map(|()| gif())
+            over_limit(state, asked.limit).map(|()| gif())
         }
     }
 }
 
 /// `GET /c/{token}`: `302` to the sealed destination and one `click` event; `404` otherwise.
 async fn click<B>(state: &AppState, token: &str, req: &Request<B>) -> Answer {
-    let client = client_of(state, req);
-    let limit = state.limiter.check(client);
-    let at = SystemTime::now();
-    let opened = state.keys.load().open(token, Kind::Click, at);
+    let asked = Asked::of(state, req);
+    let opened = state.keys.load().open(token, Kind::Click, asked.at);
     // The destination was serialised by the `url` crate and re-checked on opening, so it is a
     // valid header value; an account's allowlist may still refuse its host.
     let redirect = opened.ok().and_then(|claims| {
@@ -105,17 +130,10 @@ async fn click<B>(state: &AppState, token: &str, req: &Request<B>) -> Answer {
     });
     let Some((location, claims)) = redirect else {
         state.metrics.token_rejected(Route::Click);
-        over_limit(state, limit)?;
+        over_limit(state, asked.limit)?;
         return Err(Refusal::NotFound);
     };
-    let seen = Observed {
-        claims,
-        ip: client,
-        user_agent: user_agent(req.headers()),
-        at,
-        limited: limit.is_err(),
-    };
-    record(state, seen).await;
+    record(state, asked.observed(claims)).await;
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::FOUND;
     let headers = response.headers_mut();
@@ -144,7 +162,7 @@ async fn record(state: &AppState, seen: Observed<'_>) {
 }
 
 /// For a request that records nothing: `Ok` within its client's limit, else the `429` (counted).
-fn over_limit(state: &AppState, limit: Result<(), std::time::Duration>) -> Result<(), Refusal> {
+fn over_limit(state: &AppState, limit: Result<(), Duration>) -> Result<(), Refusal> {
     limit.map_err(|retry_after| {
         state.metrics.limited(Limited::Rejected);
         Refusal::RateLimited { retry_after }

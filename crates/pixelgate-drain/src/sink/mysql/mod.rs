@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use pixelgate_core::Event;
 use sqlx::{
-    Connection as _, MySqlPool,
+    Connection as _, MySql, MySqlPool,
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
 };
 
 use super::{
     Sink, SinkError, SinkFuture,
-    sql::{
-        COLUMNS, Change, FIRST, MIGRATIONS, SCHEMA_TABLE, TABLE, Value, applied_at, column_ddl,
-        column_names, columns_added,
-    },
+    sql::{COLUMNS, Dialect, Statement, TABLE, Value, column_names, migrate},
 };
 use crate::sink::{SinkOptions, SinkUrl};
 
@@ -46,49 +43,7 @@ impl Sink for Mysql {
     fn migrate(&self) -> SinkFuture<'_> {
         Box::pin(async move {
             let mut conn = self.pool.acquire().await?;
-            sqlx::query(SCHEMA_TABLE).execute(&mut *conn).await?;
-            for (version, change) in MIGRATIONS {
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM pixelgate_schema WHERE version = ?")
-                        .bind(version)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if done.is_some() {
-                    continue;
-                }
-                for statement in statements(*version, *change) {
-                    let sql = match statement {
-                        Statement::Run(sql) => sql,
-                        Statement::IndexUnlessExists { name, create } => {
-                            // MySQL has no CREATE INDEX IF NOT EXISTS: look first.
-                            let found: i64 = sqlx::query_scalar(
-                                "SELECT COUNT(*) FROM information_schema.statistics \
-                                 WHERE table_schema = DATABASE() AND table_name = ? \
-                                 AND index_name = ?",
-                            )
-                            .bind(TABLE)
-                            .bind(name)
-                            .fetch_one(&mut *conn)
-                            .await?;
-                            if found > 0 {
-                                continue;
-                            }
-                            create
-                        }
-                    };
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                sqlx::query(
-                    "INSERT IGNORE INTO pixelgate_schema (version, applied_at) VALUES (?, ?)",
-                )
-                .bind(version)
-                .bind(applied_at())
-                .execute(&mut *conn)
-                .await?;
-                tracing::info!(version, "mysql migration applied");
-            }
+            migrate::<MySql>(&mut conn, &DIALECT).await?;
             Ok(())
         })
     }
@@ -118,43 +73,27 @@ impl Sink for Mysql {
     }
 }
 
-/// One statement of a migration.
-enum Statement {
-    Run(String),
-    /// `create`, unless an index `name` exists (a table made by the first release has its
-    /// index already, created inline).
-    IndexUnlessExists {
-        name: &'static str,
-        create: String,
+/// How MariaDB and MySQL write migrations.
+const DIALECT: Dialect = Dialect {
+    name: "mysql",
+    column_type: |c| c.mysql,
+    table_options: " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    add_column: "ADD COLUMN",
+    // No CREATE INDEX IF NOT EXISTS: look first. A table the first release made has its
+    // index already, created inline.
+    index: |name, columns| Statement::Unless {
+        probe: format!(
+            "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() \
+             AND table_name = '{TABLE}' AND index_name = '{name}'"
+        ),
+        create: format!("CREATE INDEX {name} ON {TABLE} ({})", columns.join(", ")),
     },
-}
-
-/// The statements of one migration.
-fn statements(version: i64, change: Change) -> Vec<Statement> {
-    match change {
-        Change::Columns if version == FIRST => {
-            let columns: Vec<String> = columns_added(version)
-                .map(|c| column_ddl(c, c.mysql, "NULL"))
-                .collect();
-            vec![Statement::Run(format!(
-                "CREATE TABLE IF NOT EXISTS {TABLE} (\n    {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-                columns.join(",\n    ")
-            ))]
-        }
-        Change::Columns => columns_added(version)
-            .map(|c| {
-                Statement::Run(format!(
-                    "ALTER TABLE {TABLE} ADD COLUMN {}",
-                    column_ddl(c, c.mysql, "NULL")
-                ))
-            })
-            .collect(),
-        Change::Index { name, columns } => vec![Statement::IndexUnlessExists {
-            name,
-            create: format!("CREATE INDEX {name} ON {TABLE} ({})", columns.join(", ")),
-        }],
-    }
-}
+    record: |version, at| {
+        format!(
+            "INSERT IGNORE INTO pixelgate_schema (version, applied_at) VALUES ({version}, '{at}')"
+        )
+    },
+};
 
 /// `INSERT IGNORE … VALUES (…), …` with every value a literal that cannot break out of its
 /// place: hex literals for ids and strings, `NULL`, digits for the rest.
@@ -208,11 +147,12 @@ fn datetime(ts: &pixelgate_core::Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::sql::{Change, FIRST, migrate::statements};
 
     #[test]
     fn the_first_table_is_the_one_the_first_release_made() {
         let [Statement::Run(create)] =
-            <[Statement; 1]>::try_from(statements(FIRST, Change::Columns))
+            <[Statement; 1]>::try_from(statements(&DIALECT, FIRST, Change::Columns))
                 .ok()
                 .unwrap()
         else {

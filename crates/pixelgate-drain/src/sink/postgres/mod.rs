@@ -12,10 +12,7 @@ use sqlx::{
 
 use super::{
     Sink, SinkError, SinkFuture,
-    sql::{
-        COLUMNS, Change, FIRST, MIGRATIONS, SCHEMA_TABLE, TABLE, Value, applied_at, column_ddl,
-        column_names, columns_added,
-    },
+    sql::{COLUMNS, Dialect, Statement, TABLE, Value, column_names, migrate},
 };
 use crate::sink::{SinkOptions, SinkUrl};
 
@@ -53,28 +50,7 @@ impl Sink for Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7078696)")
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(SCHEMA_TABLE).execute(&mut *tx).await?;
-            for (version, change) in MIGRATIONS {
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM pixelgate_schema WHERE version = $1")
-                        .bind(version)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if done.is_some() {
-                    continue;
-                }
-                for sql in statements(*version, *change) {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("INSERT INTO pixelgate_schema (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(applied_at())
-                    .execute(&mut *tx)
-                    .await?;
-                tracing::info!(version, "postgres migration applied");
-            }
+            migrate::<sqlx::Postgres>(&mut tx, &DIALECT).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -103,31 +79,25 @@ impl Sink for Postgres {
     }
 }
 
-fn statements(version: i64, change: Change) -> Vec<String> {
-    match change {
-        Change::Columns if version == FIRST => {
-            let columns: Vec<String> = columns_added(version)
-                .map(|c| column_ddl(c, c.postgres, "NULL"))
-                .collect();
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {TABLE} (\n    {}\n)",
-                columns.join(",\n    ")
-            )]
-        }
-        Change::Columns => columns_added(version)
-            .map(|c| {
-                format!(
-                    "ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {}",
-                    column_ddl(c, c.postgres, "NULL")
-                )
-            })
-            .collect(),
-        Change::Index { name, columns } => vec![format!(
+/// How PostgreSQL writes migrations.
+const DIALECT: Dialect = Dialect {
+    name: "postgres",
+    column_type: |c| c.postgres,
+    table_options: "",
+    add_column: "ADD COLUMN IF NOT EXISTS",
+    index: |name, columns| {
+        Statement::Run(format!(
             "CREATE INDEX IF NOT EXISTS {name} ON {TABLE} ({})",
             columns.join(", ")
-        )],
-    }
-}
+        ))
+    },
+    record: |version, at| {
+        format!(
+            "INSERT INTO pixelgate_schema (version, applied_at) VALUES ({version}, '{at}') \
+             ON CONFLICT (version) DO NOTHING"
+        )
+    },
+};
 
 /// `INSERT INTO pixelgate_events (…) SELECT u.id::uuid, … FROM UNNEST($1::text[], …) AS u(…)
 /// ON CONFLICT (id) DO NOTHING`.

@@ -6,8 +6,10 @@
 //! `pixelgate_schema`, and a shipped one is never edited, only followed by another.
 
 pub(crate) mod columns;
+pub(crate) mod migrate;
 
 pub(crate) use columns::{COLUMNS, Column, Value};
+pub(crate) use migrate::{Dialect, Statement, migrate};
 
 /// The table every SQL sink writes.
 pub(crate) const TABLE: &str = "pixelgate_events";
