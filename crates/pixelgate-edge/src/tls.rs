@@ -27,6 +27,12 @@ pub enum TlsError {
     },
     #[error("{}: holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
+    #[error("{}: not a certificate rustls can read", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("{}: not a private key rustls can sign with", path.display())]
     Key {
         path: PathBuf,
@@ -95,13 +101,18 @@ fn certified_key(
             source,
         })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|source| TlsError::Mismatch {
+    certified.keys_match().map_err(|source| match source {
+        // The leaf's public key could not even be read: the certificate is at fault.
+        rustls::Error::InvalidCertificate(_) => TlsError::Certificate {
+            path: cert.clone(),
+            source,
+        },
+        source => TlsError::Mismatch {
             key: key.clone(),
             cert: cert.clone(),
             source,
-        })?;
+        },
+    })?;
     Ok(certified)
 }
 
@@ -124,5 +135,61 @@ impl ResolvesServerCert for SniResolver {
             .or_else(|| wildcard.and_then(|w| self.by_name.get(&w)))
             .or(self.default.as_ref())
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use pixelgate_core::config::chain;
+
+    use super::*;
+    use crate::config::CertificateConfig;
+
+    fn load_pair(dir: &std::path::Path, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let config = TlsConfig {
+            certificates: vec![CertificateConfig {
+                names: vec!["t.example.com".into()],
+                cert,
+                key,
+            }],
+        };
+        load(&config).map(drop)
+    }
+
+    /// A certificate that is not one is blamed on its own file, not on the key beside it; a key
+    /// of another certificate is a mismatch naming both.
+    #[test]
+    fn each_bad_file_is_named_for_what_is_wrong_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["t.example.com".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        load_pair(dir.path(), &cert.pem(), &key.serialize_pem()).unwrap();
+
+        let garbage = base64::engine::general_purpose::STANDARD.encode([0x30, 0x03, 1, 2, 3]);
+        let not_a_cert =
+            format!("-----BEGIN CERTIFICATE-----\n{garbage}\n-----END CERTIFICATE-----\n");
+        let err = load_pair(dir.path(), &not_a_cert, &key.serialize_pem()).unwrap_err();
+        let said = chain(&err);
+        assert!(matches!(err, TlsError::Certificate { .. }), "{said}");
+        assert!(
+            said.starts_with(&format!(
+                "{}: not a certificate",
+                dir.path().join("c.pem").display()
+            )),
+            "{said}"
+        );
+        assert!(!said.contains("k.pem"), "{said}");
+
+        let other = rcgen::KeyPair::generate().unwrap();
+        let err = load_pair(dir.path(), &cert.pem(), &other.serialize_pem()).unwrap_err();
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{}", chain(&err));
+        assert!(chain(&err).contains("does not match"), "{}", chain(&err));
     }
 }

@@ -619,17 +619,21 @@ async fn oversized_targets_and_headers_are_refused_before_any_work() {
             .into_bytes()
     };
     let long = |n: usize| format!("/o/{}.gif", "A".repeat(n - 7));
-    let many: String = (0..65).map(|i| format!("X-H{i}: {i}\r\n")).collect();
-    // request → status (defaults: 8 KiB target, 64 headers, 16 KiB of headers).
+    let headers = |n: usize| -> String { (0..n).map(|i| format!("X-H{i}: {i}\r\n")).collect() };
+    // `Host: t` and `Connection: close` are 2 headers and 20 bytes of names and values.
+    let big = |n: usize| format!("X-Big: {}\r\n", "b".repeat(n));
+    // request → status (defaults: 8 KiB target, 64 headers, 16 KiB of headers). The limits count
+    // what the client sent: the edge's own request id is not a header of the request.
     let cases = [
         // Just inside the limits: the pixel answers (a token that does not open).
         (request(&long(8192), ""), 200),
         (request(&long(8193), ""), 414),
-        (request("/healthz", &many), 431),
-        (
-            request("/healthz", &format!("X-Big: {}\r\n", "b".repeat(16_384))),
-            431,
-        ),
+        (request("/healthz", &headers(62)), 200),
+        (request("/healthz", &headers(63)), 431),
+        (request("/healthz", &headers(65)), 431),
+        (request("/healthz", &big(16_384 - 20 - 5)), 200),
+        (request("/healthz", &big(16_384 - 20 - 4)), 431),
+        (request("/healthz", &big(16_384)), 431),
         // Far past every limit: hyper stops reading at its buffer's end.
         (request(&long(100_000), ""), 431),
         (
@@ -669,8 +673,17 @@ fn smuggling() -> Vec<(&'static str, &'static str, &'static [u16], Then)> {
             Then::Closes,
         ),
         (
+            // Framed by its Transfer-Encoding alone, as RFC 9112 §6.1 allows (hyper drops the
+            // Content-Length): an empty body, so the pixel is answered, then the connection is
+            // closed and what follows is never read.
             "CL and TE on a pixel",
             "GET /o/x.gif HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{S}",
+            &[200],
+            Then::Closes,
+        ),
+        (
+            "CL and TE on a pixel, with a body",
+            "GET /o/x.gif HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nxxxxx\r\n0\r\n\r\n{S}",
             &[400],
             Then::Closes,
         ),
@@ -1344,6 +1357,14 @@ async fn control_characters_never_reach_the_access_log_raw() {
         let all = exchange(addr, &get(target), 1, Then::Closes).await;
         assert_eq!(all[0].status, 200);
     }
+    // A client's own request id, made to look like more fields: never the request's id.
+    let forged = "0000000000000001 peer=203.0.113.9:1 uri=/c/forged status=302 \"";
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: {forged}\r\nConnection: close\r\n\r\n"
+    );
+    let all = exchange(addr, request.as_bytes(), 1, Then::Closes).await;
+    assert_eq!(all[0].status, 200);
+    assert_ne!(all[0].header("x-request-id"), Some(forged));
     // HTTP/2 names the request by an absolute URI; the log names it by its path all the same,
     // so one parser reads the lines of every client.
     let mut h2 = h2_client(TcpStream::connect(addr).await.unwrap()).await;
@@ -1363,7 +1384,7 @@ async fn control_characters_never_reach_the_access_log_raw() {
     // The access log: one line per answered request, no field with a dangerous character, and
     // each User-Agent there in its escaped form.
     let lines = log.0.lock().unwrap().clone();
-    assert_eq!(lines.len(), answered_uas.len() + 3, "{lines:#?}");
+    assert_eq!(lines.len(), answered_uas.len() + 4, "{lines:#?}");
     for line in &lines {
         for (field, value) in line {
             assert!(
@@ -1381,6 +1402,12 @@ async fn control_characters_never_reach_the_access_log_raw() {
     assert!(uris.contains(&"/o/\\u{202e}\\u{85}.gif"), "{uris:?}");
     assert!(uris.contains(&"/o/h2-tampered.gif?x=1"), "{uris:?}");
     assert!(uris.iter().all(|u| u.starts_with('/')), "{uris:?}");
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str()).collect();
+    assert!(
+        ids.iter()
+            .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+        "every id the edge's own: {ids:?}"
+    );
 
     // As the JSON formatter writes them: one JSON object a line, no raw control byte.
     // Each key once: a field named like one of the formatter's own keys would be lost.
@@ -1404,4 +1431,86 @@ async fn control_characters_never_reach_the_access_log_raw() {
             .chars()
             .any(|c| c != '\n' && is_dangerous(c))
     );
+}
+
+// ---- bodies of no bytes, half-closed connections -----------------------------------------------
+
+/// A body of zero bytes is no body: a chunked pixel with only its last chunk, and an HTTP/2
+/// pixel whose headers left the stream open and whose one DATA frame is empty, are answered and
+/// recorded. A byte of body is still refused, on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_body_is_no_body_and_any_byte_of_one_is_refused() {
+    let redis = RedisServer::start();
+    let server = hostile_server(&redis).start().await;
+    let addr = server.public_addr();
+    let chunked = |path: &str, body: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"
+        )
+        .into_bytes()
+    };
+    let all = exchange(
+        addr,
+        &chunked(&server.pixel_path(&ids("msg-chunked-empty")), "0\r\n\r\n"),
+        1,
+        Then::Closes,
+    )
+    .await;
+    assert_eq!(all[0].status, 200);
+    let all = exchange(
+        addr,
+        &chunked(
+            &server.pixel_path(&ids("msg-chunked-byte")),
+            "1\r\nx\r\n0\r\n\r\n",
+        ),
+        1,
+        Then::Closes,
+    )
+    .await;
+    assert_eq!(all[0].status, 400);
+
+    let mut h2 = h2_client(TcpStream::connect(addr).await.unwrap()).await;
+    for (message, data, status) in [
+        ("msg-h2-empty", &b""[..], StatusCode::OK),
+        ("msg-h2-byte", &b"x"[..], StatusCode::BAD_REQUEST),
+    ] {
+        let uri = format!("http://{addr}{}", server.pixel_path(&ids(message)));
+        let request = http::Request::get(uri).body(()).unwrap();
+        let mut ready = h2.clone().ready().await.unwrap();
+        let (response, mut body) = ready.send_request(request, false).unwrap();
+        body.send_data(bytes::Bytes::copy_from_slice(data), true)
+            .unwrap();
+        let response = tokio::time::timeout(PATIENCE, response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), status, "{message}");
+        h2 = ready;
+    }
+    assert_eq!(
+        messages(&redis, EVENTS),
+        ["msg-chunked-empty", "msg-h2-empty"]
+    );
+}
+
+/// A client that sends its requests and then shuts its side of the connection down (half
+/// close) gets every answer, the last one too, and every pixel is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_connection_gets_every_answer() {
+    let redis = RedisServer::start();
+    let server = hostile_server(&redis).start().await;
+    let mut requests = Vec::new();
+    for n in 0..5 {
+        let path = server.pixel_path(&ids(&format!("msg-half-{n}")));
+        requests.extend(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes());
+    }
+    let mut stream = TcpStream::connect(server.public_addr()).await.unwrap();
+    stream.write_all(&requests).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let all = answers(&read_until_closed(&mut stream).await);
+    assert_eq!(
+        all.iter().map(|a| a.status.as_u16()).collect::<Vec<_>>(),
+        [200; 5]
+    );
+    assert_eq!(messages(&redis, EVENTS).len(), 5);
 }

@@ -99,6 +99,9 @@ impl Connections {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true)
+            // A client may send its last request and shut its side down while it waits: the
+            // answer still goes out (hyper would close the connection on that EOF otherwise).
+            .half_close(true)
             .max_headers(limits.max_headers)
             .max_buf_size((limits.max_header_bytes + limits.max_uri_bytes + 1024).max(8192));
         builder

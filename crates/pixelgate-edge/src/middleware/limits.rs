@@ -1,9 +1,12 @@
 //! Cheap refusals before the handler: a target over `server.max_uri_bytes` (`414`), more headers
 //! than `server.max_headers` or more bytes of them than `server.max_header_bytes` (`431`), and a
-//! body on a tracking route (`400`). hyper bounds what it reads; this gives each its status.
+//! body on a tracking route (`400`). hyper bounds what it reads; this gives each its status. A body
+//! of no bytes is no body: an HTTP/2 request whose headers did not end the stream, or a chunked
+//! one with only its last chunk, is answered once its body ended empty.
 
 use http::Response;
-use hyper::body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Incoming};
 use pixelgate_http::{Body, Refusal};
 use tower::Service;
 
@@ -45,24 +48,42 @@ impl Limits {
         if bytes > self.max_header_bytes {
             return Err(Refusal::HeadersTooLarge);
         }
-        let tracking = req
-            .extensions()
-            .get::<Routed>()
-            .is_some_and(|r| matches!(r.route, Route::Pixel | Route::Click));
-        if tracking && !req.body().is_end_stream() {
-            return Err(Refusal::BodyNotAllowed);
-        }
         Ok(())
     }
 }
 
+/// Whether the request is a pixel or a click, which take no body.
+fn tracking(req: &Req) -> bool {
+    req.extensions()
+        .get::<Routed>()
+        .is_some_and(|r| matches!(r.route, Route::Pixel | Route::Click))
+}
+
+/// Reads a body to its end: a declared or a sent byte is a refusal, an end with none is no
+/// body. A body that never ends is cut by the request's deadline, outside this step.
+async fn empty(body: &mut Incoming) -> Result<(), Refusal> {
+    if body.size_hint().lower() > 0 {
+        return Err(Refusal::BodyNotAllowed);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Refusal::BadRequest("the request body could not be read"))?;
+        if frame.data_ref().is_some_and(|data| !data.is_empty()) {
+            return Err(Refusal::BodyNotAllowed);
+        }
+    }
+    Ok(())
+}
+
 impl Step<Refusal> for Limits {
-    async fn run<S>(&self, req: Req, mut next: S) -> Result<Response<Body>, Refusal>
+    async fn run<S>(&self, mut req: Req, mut next: S) -> Result<Response<Body>, Refusal>
     where
         S: Service<Req, Response = Response<Body>, Error = Refusal> + Send + 'static,
         S::Future: Send,
     {
         self.check(&req)?;
+        if tracking(&req) && !req.body().is_end_stream() {
+            empty(req.body_mut()).await?;
+        }
         next.call(req).await
     }
 }
