@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -47,9 +47,15 @@ pub(crate) struct AppState {
     /// The disk spool, for `/readyz` (the enqueuer writes and replays it).
     pub(crate) spool: Arc<Spool>,
     shutting_down: AtomicBool,
-    /// Unix second of the last "events dropped" warning, so an outage logs once a second.
-    last_drop_warning: AtomicU64,
+    /// When an answered event was last stored nowhere (Unix ms; 0: never), and why (an index
+    /// into `EnqueueError::REASONS`): readiness follows it, and the warning is once a second.
+    last_drop: AtomicU64,
+    last_drop_reason: AtomicUsize,
 }
+
+/// How long after a dropped event `/readyz` answers `503`: long enough for a load balancer's
+/// probes to see it, short enough to come back as soon as events are stored again.
+const DROPPING_FOR: Duration = Duration::from_secs(2);
 
 /// The tasks that run beside the handlers, stopped by [`Background::stop`].
 #[derive(Debug)]
@@ -86,7 +92,8 @@ impl AppState {
             registry,
             spool,
             shutting_down: AtomicBool::new(false),
-            last_drop_warning: AtomicU64::new(0),
+            last_drop: AtomicU64::new(0),
+            last_drop_reason: AtomicUsize::new(0),
         };
         (
             Arc::new(state),
@@ -106,17 +113,41 @@ impl AppState {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Counts an answered event that was stored nowhere, and says so at most once a second.
+    /// Counts an answered event that was stored nowhere, marks the edge not ready for a moment,
+    /// and says so at most once a second.
     pub(crate) fn dropped(&self, error: &EnqueueError, id: impl std::fmt::Display) {
         let reason = error.reason();
         self.metrics.dropped(reason);
-        let second = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.last_drop_warning.swap(second, Ordering::Relaxed) != second {
+        let index = EnqueueError::REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_default();
+        self.last_drop_reason.store(index, Ordering::Relaxed);
+        let now = unix_ms();
+        let before = self.last_drop.swap(now, Ordering::Relaxed);
+        if before / 1000 != now / 1000 {
             tracing::warn!(error = %pixelgate_core::config::Chain(error), reason, %id, "event not stored");
         }
     }
+
+    /// Why events are being dropped, if one was within [`DROPPING_FOR`].
+    pub(crate) fn dropping(&self) -> Option<&'static str> {
+        let last = self.last_drop.load(Ordering::Relaxed);
+        let recent = last > 0 && unix_ms().saturating_sub(last) < DROPPING_FOR.as_millis() as u64;
+        recent.then(|| {
+            let index = self.last_drop_reason.load(Ordering::Relaxed);
+            EnqueueError::REASONS
+                .get(index)
+                .copied()
+                .unwrap_or("dropping")
+        })
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Background {

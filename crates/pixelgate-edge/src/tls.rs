@@ -25,6 +25,14 @@ pub enum TlsError {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
+    #[error("{}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     #[error("{}: holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{}: not a certificate rustls can read", path.display())]
@@ -81,6 +89,16 @@ fn certified_key(
     key: &PathBuf,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
+    for path in [cert, key] {
+        // Opening a FIFO or a device would wait for a writer that may never come.
+        let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(TlsError::NotAFile { path: path.clone() });
+        }
+    }
     let pem = |path: &PathBuf| {
         let path = path.clone();
         move |source| TlsError::Pem { path, source }

@@ -1125,3 +1125,61 @@ async fn robots_txt_and_the_favicon_are_answered_outside_the_rate_limit() {
         Some(5.0)
     );
 }
+
+/// While answered events are being stored nowhere, `/readyz` says so: a spool that refuses
+/// groups a few bytes short of `spool.max_bytes` is as good as full to a load balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_events_are_dropped() {
+    let redis = RedisServer::start();
+    let server = TestServer::builder(&redis)
+        .queue(|q| q.ack_timeout = Duration::from_millis(100))
+        .spool(|s| {
+            s.segment_bytes = std::num::NonZeroU64::new(64 * 1024).unwrap();
+            s.max_bytes = std::num::NonZeroU64::new(128 * 1024).unwrap();
+        })
+        .edge(|c| c.rate_limit.enabled = false)
+        .start()
+        .await;
+    assert_eq!(server.admin_get("/readyz").await.status, StatusCode::OK);
+    // Redis answers PING but takes no write: every batch goes to the spool, until it is full.
+    redis.refuse_writes(true);
+    let s = &server;
+    let mut n = 0;
+    eventually("events to be dropped", Duration::from_secs(60), || {
+        n += 1;
+        let batch = n;
+        async move {
+            // Fifty at once: each waits `queue.ack_timeout` for Redis before it is spooled.
+            let client = http_client();
+            let mut pixels = tokio::task::JoinSet::new();
+            for i in 0..50 {
+                let url = format!(
+                    "{}{}",
+                    s.public_url(),
+                    s.pixel_path(&ids(&format!("msg-{batch}-{i}")))
+                );
+                let client = client.clone();
+                pixels.spawn(async move { send(&client, Method::GET, &url, &[]).await.unwrap() });
+            }
+            while let Some(reply) = pixels.join_next().await {
+                assert_gif(&reply.unwrap());
+            }
+            let text = s.metrics().await;
+            (sample(
+                &text,
+                "pixelgate_events_dropped_total{reason=\"spool_full\"}",
+            )
+            .is_some_and(|d| d > 0.0))
+            .then_some(())
+        }
+    })
+    .await;
+    let ready = server.admin_get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text()
+    );
+    assert_eq!(ready.json()["reason"], "spool_full", "{}", ready.text());
+}

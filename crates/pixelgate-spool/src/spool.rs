@@ -256,7 +256,6 @@ impl Spool {
         &self.stats
     }
 
-    /// Whether the spool has reached `spool.max_bytes`.
     /// `spool.retry_interval`, for the replayer.
     pub fn retry_interval(&self) -> Duration {
         self.retry_interval
@@ -266,6 +265,8 @@ impl Spool {
         self.max_bytes
     }
 
+    /// Whether the spool has reached `spool.max_bytes`. A group can be refused a little before
+    /// (it must fit whole): what the spool refused is counted where it is dropped.
     pub fn is_full(&self) -> bool {
         self.stats.bytes() >= self.max_bytes
     }

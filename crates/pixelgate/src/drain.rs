@@ -21,7 +21,7 @@ pub fn drain(config: Config, migrate_only: bool, out: &mut dyn Write) -> anyhow:
         .thread_name("pixelgate-drain")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let drain = Drain::open(&config.drain_settings())?;
         if migrate_only {
             drain.migrate().await.context("migration failed")?;
@@ -41,5 +41,9 @@ pub fn drain(config: Config, migrate_only: bool, out: &mut dyn Write) -> anyhow:
         );
         drain.run(shutdown).await?;
         Ok(())
-    })
+    });
+    // A file sink's sync stuck on a dead disk must not keep a stopped drain from exiting: what
+    // it did not acknowledge is delivered again.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }

@@ -46,6 +46,8 @@ pub enum KeyLoadError {
     },
     #[error("{}: every user can read it; run chmod o-rwx on it", path.display())]
     WorldReadable { path: PathBuf },
+    #[error("{}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     #[error(transparent)]
     Keyring(#[from] KeyringError),
 }
@@ -94,6 +96,10 @@ fn read_key_dir(dir: &Path) -> Result<Vec<(KeyId, Secret)>, KeyLoadError> {
             source,
         };
         let meta = fs::metadata(&path).map_err(read)?;
+        // Opening a FIFO or a device would wait for a writer that may never come.
+        if !meta.is_file() {
+            return Err(KeyLoadError::NotAFile { path });
+        }
         if meta.permissions().mode() & 0o004 != 0 {
             return Err(KeyLoadError::WorldReadable { path });
         }

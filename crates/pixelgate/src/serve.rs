@@ -4,7 +4,7 @@
 //! fails the start (and `systemctl start`) instead of the first request. `SIGHUP` reloads both; a reload that
 //! fails keeps the old ones and says why.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -26,7 +26,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .thread_name("pixelgate")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(config, keys))
+    let result = runtime.block_on(run(config, keys));
+    // What blocking work is left (a disk that stopped answering a sync) must not keep a stopped
+    // edge from exiting: every answered event is stored or counted by now.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 async fn run(config: Config, keys: pixelgate_core::Keyring) -> anyhow::Result<()> {
@@ -60,7 +64,13 @@ async fn run(config: Config, keys: pixelgate_core::Keyring) -> anyhow::Result<()
     Ok(())
 }
 
-/// Reloads signing keys and certificates on every `SIGHUP`.
+/// The longest a reload may take to read its files; past it the old keys and certificates
+/// stay, and the read is left to finish (or hang, on a dead mount) on its own thread.
+const RELOAD_LIMIT: Duration = Duration::from_secs(5);
+
+/// Reloads signing keys and certificates on every `SIGHUP`. The files are read on a thread of
+/// their own, never on the runtime: a FIFO, a hung NFS mount or a slow disk delays the reload,
+/// not the edge.
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     config: Config,
@@ -68,7 +78,18 @@ async fn reload_on_hangup(
     tls: Option<SharedTls>,
 ) {
     while hangup.recv().await.is_some() {
-        match load_keyring(&config.signing) {
+        let (signing, certificates) = (config.signing.clone(), config.tls.clone());
+        let read = off_runtime(RELOAD_LIMIT, move || {
+            (load_keyring(&signing), tls::load(&certificates))
+        });
+        let Some((ring, certified)) = read.await else {
+            tracing::error!(
+                limit = ?RELOAD_LIMIT,
+                "reading the keys and certificates took too long; keeping the old ones"
+            );
+            continue;
+        };
+        match ring {
             Ok(ring) => {
                 tracing::info!(sealing_key = %ring.sealing_key_id(), "signing keys reloaded");
                 keys.store(Arc::new(ring));
@@ -78,7 +99,7 @@ async fn reload_on_hangup(
             }
         }
         if let Some(tls) = &tls {
-            match tls::load(&config.tls) {
+            match certified {
                 Ok(Some(fresh)) => {
                     tls.store(fresh);
                     tracing::info!("certificates reloaded");
@@ -92,6 +113,24 @@ async fn reload_on_hangup(
     }
 }
 
+/// Runs `read` on a thread of its own and waits for it at most `limit`; `None` when it took
+/// longer. The thread is detached, so one stuck for ever keeps neither the runtime nor the exit.
+async fn off_runtime<T: Send + 'static>(
+    limit: Duration,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("pixelgate-reload".into())
+        .spawn(move || {
+            let _ = tx.send(read());
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    tokio::time::timeout(limit, rx).await.ok()?.ok()
+}
+
 /// Logs to stderr (journald picks it up), as text or JSON, filtered by `log.level`.
 pub fn init_tracing(log: &LogConfig) {
     let filter = log.level.filter();
@@ -103,4 +142,19 @@ pub fn init_tracing(log: &LogConfig) {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_off_the_runtime_is_waited_for_only_so_long() {
+        let quick = off_runtime(Duration::from_secs(5), || 7).await;
+        assert_eq!(quick, Some(7));
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let slow = off_runtime(Duration::from_millis(50), move || stuck.recv().is_ok()).await;
+        assert_eq!(slow, None, "a read that hangs is given up on");
+        drop(release);
+    }
 }

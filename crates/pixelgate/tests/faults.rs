@@ -47,26 +47,40 @@ struct Edge {
 }
 
 impl Edge {
+    /// An edge whose key is `secret` (`PIXELGATE_SIGNING_KEY`).
     fn start(redis: &RedisServer, dir: &Path, secret: &str) -> Self {
+        Self::start_with(redis, dir, "", Some(secret))
+    }
+
+    /// An edge with `more` appended to its configuration, and its key from the environment
+    /// when `secret` is given.
+    fn start_with(redis: &RedisServer, dir: &Path, more: &str, secret: Option<&str>) -> Self {
         let config = dir.join("pixelgate.toml");
         std::fs::write(
             &config,
-            "[queue]\nack_timeout = \"300ms\"\n\
-             [spool]\ndir = \"spool\"\nretry_interval = \"100ms\"\n\
-             [log]\nlevel = \"warn\"\n",
+            format!(
+                "[queue]\nack_timeout = \"300ms\"\n\
+                 [spool]\ndir = \"spool\"\nretry_interval = \"100ms\"\n\
+                 [log]\nlevel = \"warn\"\n{more}"
+            ),
         )
         .unwrap();
         let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.join(format!("edge-{}.log", public.port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_pixelgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pixelgate"));
+        command
             .args(["serve", "-c"])
             .arg(&config)
             .env("PIXELGATE_LISTEN", public.to_string())
             .env("PIXELGATE_ADMIN_LISTEN", admin.to_string())
             .env("PIXELGATE_REDIS_URL", redis.url())
-            .env("PIXELGATE_SIGNING_KEY", secret)
-            .env_remove("PIXELGATE_QUEUE_KEY")
+            .env_remove("PIXELGATE_SIGNING_KEY")
+            .env_remove("PIXELGATE_QUEUE_KEY");
+        if let Some(secret) = secret {
+            command.env("PIXELGATE_SIGNING_KEY", secret);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -410,4 +424,41 @@ fn a_second_edge_on_the_same_spool_refuses_to_start() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is in use by another process"), "{stderr}");
+}
+
+/// A reload that cannot read a key file (here a FIFO nobody writes; a hung mount does the same)
+/// never freezes the edge: both listeners keep answering, the old keys stay, the log says why,
+/// and `SIGTERM` still stops it.
+#[test]
+fn a_reload_that_cannot_read_its_files_keeps_the_edge_serving() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = keys.join("1.key");
+    std::fs::write(&key, Secret::generate().unwrap().to_string()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let edge = Edge::start_with(&redis, dir.path(), "[signing]\nkey_dir = \"keys\"\n", None);
+    let fifo = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(keys.join("3.key"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    edge.signal("HUP");
+    wait_for("the reload to be refused", Duration::from_secs(10), || {
+        edge.log()
+            .contains("signing keys not reloaded")
+            .then_some(())
+    });
+    assert!(
+        edge.log().contains("3.key: not a regular file"),
+        "{}",
+        edge.log()
+    );
+    assert_eq!(get(edge.admin, "/healthz").0, 200);
+    assert_eq!(get(edge.public, "/healthz").0, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(edge.terminate().code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(15));
 }

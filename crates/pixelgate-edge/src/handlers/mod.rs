@@ -38,8 +38,9 @@ fn routed<B>(req: &Request<B>, parse: fn(&str) -> Routed) -> Routed {
         .unwrap_or_else(|| parse(req.uri().path()))
 }
 
-/// `GET /readyz`: `200` when the edge is not stopping, Redis answers and the spool is within
-/// `spool.max_bytes`; else `503` naming the first that failed. The spool's size either way.
+/// `GET /readyz`: `200` when the edge is not stopping, Redis answers, the spool is within
+/// `spool.max_bytes` and no answered event was stored nowhere in the last moments; else `503`
+/// naming the first that failed. The spool's size either way.
 async fn readyz(state: &AppState) -> Answer {
     let spool = state.spool.stats();
     let (bytes, segments) = (spool.bytes(), spool.segments());
@@ -49,12 +50,14 @@ async fn readyz(state: &AppState) -> Answer {
             .word("redis", "unknown")
     } else {
         let redis = state.queue.ping().await.map_err(|e| e.kind());
-        let ready = Readiness::new().check("redis", redis);
-        if state.spool.is_full() {
-            ready.unavailable("spool_full")
-        } else {
-            ready
+        let mut ready = Readiness::new().check("redis", redis);
+        if let Some(reason) = state.dropping() {
+            ready = ready.unavailable(reason);
         }
+        if state.spool.is_full() {
+            ready = ready.unavailable("spool_full");
+        }
+        ready
     };
     report
         .number("spool_bytes", bytes)
