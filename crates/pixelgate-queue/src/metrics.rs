@@ -45,6 +45,7 @@ pub struct QueueMetrics {
     pub replayed: Counter,
     pub spool_damaged: Family<KindLabel, Counter>,
     pub spool_damaged_bytes: Counter,
+    pub spool_unreadable: Counter,
     pub spool_bytes: Gauge,
     pub spool_segments: Gauge,
     pub shards_down: Gauge,
@@ -81,6 +82,7 @@ impl QueueMetrics {
             replayed: Counter::default(),
             spool_damaged: Family::default(),
             spool_damaged_bytes: Counter::default(),
+            spool_unreadable: Counter::default(),
             spool_bytes: Gauge::default(),
             spool_segments: Gauge::default(),
             shards_down: Gauge::default(),
@@ -186,6 +188,11 @@ impl QueueMetrics {
             "spool_damaged_bytes",
             "Bytes of replayed spool segments skipped as damaged",
             m.spool_damaged_bytes.clone(),
+        );
+        r.register(
+            "spool_unreadable_segments",
+            "Spool segments that could not be read (gone, or an I/O error) and were set aside as NAME.unreadable so the rest replays",
+            m.spool_unreadable.clone(),
         );
         r.register(
             "spool_bytes",

@@ -61,7 +61,15 @@ impl Writer {
         while let Some(segment) = spool.oldest() {
             let reading = spool.clone();
             let at = segment.clone();
-            let bytes = blocking(move || reading.read(&at)).await?;
+            let bytes = match blocking(move || reading.read(&at)).await {
+                Ok(bytes) => bytes,
+                Err(Stop::Spool(error)) => {
+                    // One segment that cannot be read must not hold up the ones after it.
+                    self.set_aside(spool, &segment, &error).await;
+                    continue;
+                }
+                Err(stop) => return Err(stop),
+            };
             let mut records = Vec::new();
             let mut damage = Vec::new();
             for item in Records::segment(&bytes) {
@@ -85,6 +93,24 @@ impl Writer {
             );
         }
         Ok(())
+    }
+
+    /// Takes an unreadable segment out of the replay, counted and logged with where it went.
+    async fn set_aside(&self, spool: &Arc<Spool>, segment: &Segment, error: &SpoolError) {
+        let setting = spool.clone();
+        let at = segment.clone();
+        let kept = tokio::task::spawn_blocking(move || setting.set_aside(&at))
+            .await
+            .ok()
+            .flatten();
+        self.metrics.spool_unreadable.inc();
+        self.metrics.spool_gauges(spool.stats());
+        tracing::error!(
+            error = %pixelgate_core::config::Chain(error),
+            kept = %kept.as_ref().map_or_else(|| "nowhere: it is gone".into(), |p| p.display().to_string()),
+            bytes = segment.len,
+            "a spool segment cannot be read; set aside, the ones after it are replayed"
+        );
     }
 
     /// Sends one batch of spooled records, retrying every `retry_interval` until Redis takes

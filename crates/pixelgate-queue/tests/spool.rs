@@ -277,3 +277,53 @@ async fn shutting_down_with_redis_down_leaves_every_event_on_disk() {
     let on_disk = spooled(&spool_config(dir.path()));
     assert_eq!(sorted(numbers(&on_disk)), (0..300).collect::<Vec<_>>());
 }
+
+/// A segment that cannot be read (here removed under the running edge) is set aside and
+/// counted, and the segments after it are replayed: one bad file never holds up the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_segment_is_set_aside_and_the_rest_replayed() {
+    let mut server = RedisServer::start();
+    let (queue, registry) = queue(&server, config());
+    let dir = tempfile::tempdir().unwrap();
+    let spool_config = SpoolConfig {
+        segment_bytes: NonZeroU64::new(64 * 1024).unwrap(),
+        ..spool_config(dir.path())
+    };
+    let spool = Arc::new(Spool::open(&spool_config).unwrap());
+    let (enqueuer, writer) = queue.start_enqueuer(Some(spool.clone()));
+    server.kill();
+    let mut n = 0;
+    while spool.stats().segments() < 3 {
+        let stored = enqueuer.enqueue(&event(n), Lane::Main).await.unwrap();
+        assert_eq!(stored, Stored::Spool);
+        n += 1;
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    // The oldest segment vanishes: its events are lost with it, the others are not.
+    let lost: Vec<usize> = pixelgate_spool::Records::segment(&std::fs::read(&files[0]).unwrap())
+        .filter_map(|item| match item {
+            Item::Record { payload, .. } => Some(number(payload)),
+            _ => None,
+        })
+        .collect();
+    std::fs::remove_file(&files[0]).unwrap();
+
+    server.restart();
+    let rest = n - lost.len();
+    assert_eq!(
+        sorted(replayed(&server, &spool, rest)),
+        (lost.len()..n).collect::<Vec<_>>()
+    );
+    let text = metrics_text(&registry);
+    assert_eq!(
+        sample(&text, "pixelgate_spool_unreadable_segments_total"),
+        Some(1.0)
+    );
+    drop(enqueuer);
+    writer.flushed().await;
+}

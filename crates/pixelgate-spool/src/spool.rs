@@ -383,6 +383,24 @@ impl Spool {
         Ok(())
     }
 
+    /// Takes a sealed segment that cannot be read out of the replay, so the ones after it are
+    /// replayed: the file is renamed `NAME.unreadable` beside the others (for a person to look
+    /// at; the spool no longer counts it) or, when it is already gone, forgotten. Returns where
+    /// it now is, if anywhere.
+    pub fn set_aside(&self, segment: &Segment) -> Option<PathBuf> {
+        let mut aside = segment.path.clone().into_os_string();
+        aside.push(".unreadable");
+        let aside = PathBuf::from(aside);
+        let kept = fs::rename(&segment.path, &aside).is_ok().then_some(aside);
+        let mut inner = self.lock();
+        if let Some(at) = inner.sealed.iter().position(|s| s.seq == segment.seq) {
+            let gone = inner.sealed.remove(at).map_or(0, |s| s.len);
+            inner.bytes = inner.bytes.saturating_sub(gone);
+        }
+        self.publish(&inner);
+        kept
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the bookkeeping as consistent as the files
         // are: every method updates it only after its file operation, so carry on.
