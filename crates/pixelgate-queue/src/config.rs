@@ -154,8 +154,9 @@ pub struct QueueConfig {
     /// Most events kept in `overflow_key`; the oldest beyond it are trimmed and counted.
     /// Default `1000000`.
     pub overflow_cap: NonZeroU64,
-    /// Stream mode: approximate `MAXLEN` of the stream, a memory cap. Entries are deleted once
-    /// drained, so this only trims when the drain is that far behind. Default `10000000`.
+    /// Stream mode: the most entries the stream holds, waiting or being drained (a memory cap).
+    /// A batch that would pass it goes to the disk spool instead, until the drain has made room:
+    /// answered events are never trimmed. Entries are deleted once drained. Default `10000000`.
     pub stream_maxlen: NonZeroU64,
     /// Shard keys on a Redis Cluster, spread over its masters; `1` without a cluster.
     /// Default `1`.
@@ -220,6 +221,14 @@ impl QueueConfig {
         }
         if self.batch_max.get() > 100_000 {
             return Err(Invalid::new("queue.batch_max", "must be at most 100000"));
+        }
+        if self.mode == QueueMode::Stream && self.stream_maxlen.get() < self.batch_max.get() as u64
+        {
+            // A whole batch must fit, or it would never be written.
+            return Err(Invalid::new(
+                "queue.stream_maxlen",
+                "must be at least queue.batch_max",
+            ));
         }
         if redis.is_cluster() {
             for (name, key) in [

@@ -159,6 +159,8 @@ pub(crate) fn start(
         deadline: config.ack_timeout,
         overflow_cap: config.overflow_cap.get(),
         stream_maxlen: config.stream_maxlen.get(),
+        append: redis::Script::new(include_str!("lua/append.lua")),
+        near_cap_warned: std::sync::atomic::AtomicU64::new(u64::MAX),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
         max_in_flight: config.max_in_flight.get(),
         next_shard: AtomicUsize::new(0),
@@ -192,6 +194,10 @@ pub(crate) struct Writer {
     pub(crate) deadline: Duration,
     overflow_cap: u64,
     stream_maxlen: u64,
+    /// Stream mode's write (`lua/append.lua`), refused whole past `stream_maxlen`.
+    append: redis::Script,
+    /// The minute of the last "stream nearly full" warning.
+    near_cap_warned: std::sync::atomic::AtomicU64,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     next_shard: AtomicUsize,
@@ -302,7 +308,31 @@ impl Writer {
     pub(crate) fn mark_down(&self, shard: usize, error: &QueueError) {
         if !self.down[shard].swap(true, Ordering::Relaxed) {
             self.metrics.shards_down.inc();
-            tracing::warn!(error = %pixelgate_core::config::Chain(error), shard, "redis did not take a batch: spooling this shard's batches until it answers");
+            let full = error.kind() == "stream_full";
+            let error = pixelgate_core::config::Chain(error);
+            if full {
+                tracing::warn!(%error, shard, "the stream holds queue.stream_maxlen entries: spooling this shard's batches until the drain makes room");
+            } else {
+                tracing::warn!(%error, shard, "redis did not take a batch: spooling this shard's batches until it answers");
+            }
+        }
+    }
+
+    /// Warns, at most once a minute, when the stream passes four fifths of its cap: the drain
+    /// is falling behind, and past the cap batches go to the spool.
+    fn near_cap(&self, len: u64) {
+        if len.saturating_mul(5) < self.stream_maxlen.saturating_mul(4) {
+            return;
+        }
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
+        if self.near_cap_warned.swap(minute, Ordering::Relaxed) != minute {
+            tracing::warn!(
+                len,
+                cap = self.stream_maxlen,
+                "the stream is past four fifths of queue.stream_maxlen: is the drain keeping up?"
+            );
         }
     }
 
@@ -344,28 +374,27 @@ impl Writer {
         };
         if lane(Lane::Main).next().is_some() {
             let queue = &self.layout.shards[shard].queue;
-            let mut pipe = Pipeline::new();
             match self.mode {
                 QueueMode::List => {
-                    let cmd = pipe.cmd("RPUSH").arg(queue);
+                    let mut cmd = redis::cmd("RPUSH");
+                    cmd.arg(queue);
                     for payload in lane(Lane::Main) {
                         cmd.arg(payload);
                     }
-                    pipe.ignore();
+                    let sent: Result<u64, _> = cmd.query_async(&mut conn).await;
+                    sent.map_err(|e| QueueError::from(e).on_key(queue))?;
                 }
                 QueueMode::Stream => {
+                    let mut append = self.append.prepare_invoke();
+                    append.key(queue).arg(self.stream_maxlen);
                     for payload in lane(Lane::Main) {
-                        pipe.cmd("XADD")
-                            .arg(queue)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(self.stream_maxlen);
-                        pipe.arg("*").arg("event").arg(payload).ignore();
+                        append.arg(payload);
                     }
+                    let sent: Result<u64, _> = append.invoke_async(&mut conn).await;
+                    let len = sent.map_err(|e| QueueError::from(e).on_key(queue))?;
+                    self.near_cap(len);
                 }
             }
-            let sent: Result<(), _> = pipe.query_async(&mut conn).await;
-            sent.map_err(|e| QueueError::from(e).on_key(queue))?;
         }
         if lane(Lane::Overflow).next().is_none() {
             return Ok(0);

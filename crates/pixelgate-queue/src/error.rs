@@ -33,6 +33,7 @@ impl QueueError {
                 Some("READONLY") => "readonly",
                 Some("OOM") => "oom",
                 Some("NOSCRIPT") => "noscript",
+                Some("FULL") => "stream_full",
                 _ => "redis",
             },
             Self::Timeout(_) => "timeout",

@@ -11,7 +11,7 @@ use std::{collections::BTreeSet, num::NonZeroU64, path::Path, sync::Arc, time::D
 use common::*;
 use pixelgate_queue::{EnqueueError, Enqueuer, Lane, QueueConfig, Stored};
 use pixelgate_spool::{Item, Records, Spool, SpoolConfig};
-use pixelgate_tests::{RedisOptions, RedisServer};
+use pixelgate_tests::{RedisOptions, RedisServer, resp::Reply};
 
 const KEY: &str = "pixelgate:events";
 
@@ -324,6 +324,58 @@ async fn an_unreadable_segment_is_set_aside_and_the_rest_replayed() {
         sample(&text, "pixelgate_spool_unreadable_segments_total"),
         Some(1.0)
     );
+    drop(enqueuer);
+    writer.flushed().await;
+}
+
+/// Stream mode never trims an answered event: past `queue.stream_maxlen` batches go to the
+/// spool, and once a drain makes room they are replayed. Every event is drained exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_spools_instead_of_trimming_and_every_event_is_drained() {
+    let server = RedisServer::start();
+    let config = QueueConfig {
+        mode: pixelgate_queue::QueueMode::Stream,
+        stream_maxlen: NonZeroU64::new(1000).unwrap(),
+        ..config()
+    };
+    let (queue, registry) = queue(&server, config);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(&spool_config(dir.path())).unwrap());
+    let (enqueuer, writer) = queue.start_enqueuer(Some(spool.clone()));
+    let answers = enqueue_all(&enqueuer, 0..3000).await;
+    assert!(answers.iter().all(|(_, a)| a.is_ok()), "every event stored");
+    let Reply::Int(len) = server.call(&["XLEN", KEY]) else {
+        panic!()
+    };
+    assert!(len <= 1000, "the stream holds at most its cap: {len}");
+    let text = metrics_text(&registry);
+    let spooled = sample(&text, "pixelgate_spool_events_total{lane=\"main\"}").unwrap_or(0.0);
+    assert_eq!(len as f64 + spooled, 3000.0, "{text}");
+    assert!(
+        sample(&text, "pixelgate_queue_errors_total{kind=\"stream_full\"}")
+            .is_some_and(|n| n > 0.0)
+    );
+
+    // A drain makes room; the replayer fills it from the spool until every event is through.
+    let consumer = queue.stream_consumer("drain-1", &[], holding(Duration::from_secs(30)));
+    consumer.ensure_group(0).await.unwrap();
+    let mut drained = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while drained.len() < 3000 || spool.stats().bytes() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 3000 drained in time",
+            drained.len()
+        );
+        // A read waits up to 20 ms for entries: this loop polls at that pace.
+        let batch = consumer
+            .read(0, 500, Duration::from_millis(20))
+            .await
+            .unwrap();
+        drained.extend(batch.entries.iter().map(|e| number(&e.payload)));
+        consumer.ack(&batch).await.unwrap();
+    }
+    assert_eq!(sorted(drained), (0..3000).collect::<Vec<_>>());
     drop(enqueuer);
     writer.flushed().await;
 }
