@@ -105,8 +105,10 @@ pub struct RateLimitConfig {
     pub per_second: NonZeroU32,
     /// Requests a client may send at once above the rate. Default `100`.
     pub burst: NonZeroU32,
-    /// Most clients tracked; past it new clients are tracked by network (/24, /48), and idle
-    /// clients are forgotten every minute. Default `200000` (about 70 bytes each).
+    /// Most clients tracked one by one. Past it clients are keyed by network (/24, /48), past
+    /// twice it all share one key per address family, until idle clients are forgotten (every
+    /// minute, and within a second while crowded): the table holds about twice this at most.
+    /// Default `200000` (about 70 bytes each).
     pub max_clients: NonZeroUsize,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed, as CIDRs
     /// (`["10.0.0.0/8"]`). Default: none, the socket's peer is the client.

@@ -1,29 +1,45 @@
 //! Per-client rate limiting: GCRA from the `governor` crate, keyed by client address.
 //!
-//! IPv6 clients are keyed by their /64 (one subscriber's prefix). Key memory is bounded:
-//! every minute idle clients are forgotten (`retain_recent`, `shrink_to_fit`), and while more
-//! than `rate_limit.max_clients` are tracked, new clients are keyed by network (/24, /48), so a
-//! flood of addresses cannot grow the table without bound.
+//! IPv6 clients are keyed by their /64 (one subscriber's prefix). Key memory is bounded where
+//! keys are made: every 256 checks the table's size is looked at, and past
+//! `rate_limit.max_clients` clients are keyed by network (/24, /48), past twice that all share
+//! one key per address family, until the sweep (every minute, or at once when the table is
+//! crowded) has forgotten the idle ones. So a flood of spoofed addresses costs at most about
+//! twice `max_clients` keys, and a crowded table degrades to coarser limits, never to memory.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, AtomicU32, Ordering},
     },
     time::Duration,
 };
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
+use tokio::sync::Notify;
 
 use crate::config::RateLimitConfig;
+
+/// How often, in checks, the table's size is looked at.
+const LOOK_EVERY: u32 = 256;
+
+/// How coarsely clients are keyed: by client, by network, or all in one.
+const BY_CLIENT: u8 = 0;
+const BY_NETWORK: u8 = 1;
+const SHARED: u8 = 2;
 
 /// The shared limiter. Its map is sharded, so checks on different clients rarely contend.
 #[derive(Debug)]
 pub struct RateLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     max_clients: usize,
-    crowded: AtomicBool,
+    /// `BY_CLIENT`, `BY_NETWORK` or `SHARED`, from the last look at the table's size.
+    keying: AtomicU8,
+    checks: AtomicU32,
+    /// Wakes the sweep early when the table is crowded (its own `Arc`, so the sweep can wait on
+    /// it without keeping the limiter alive).
+    crowded: Arc<Notify>,
 }
 
 impl RateLimiter {
@@ -35,7 +51,9 @@ impl RateLimiter {
         Self {
             limiter,
             max_clients: config.max_clients.get(),
-            crowded: AtomicBool::new(false),
+            keying: AtomicU8::new(BY_CLIENT),
+            checks: AtomicU32::new(0),
+            crowded: Arc::new(Notify::new()),
         }
     }
 
@@ -44,10 +62,39 @@ impl RateLimiter {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        let key = key_for(client, self.crowded.load(Ordering::Relaxed));
+        if self.checks.fetch_add(1, Ordering::Relaxed) % LOOK_EVERY == 0 {
+            self.look(limiter.len());
+        }
+        let key = key_for(client, self.keying.load(Ordering::Relaxed));
         limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
+    }
+
+    /// Sets the keying for a table of `tracked` keys, and asks for a sweep when it is crowded.
+    fn look(&self, tracked: usize) {
+        let keying = if tracked >= self.max_clients.saturating_mul(2) {
+            SHARED
+        } else if tracked >= self.max_clients {
+            BY_NETWORK
+        } else {
+            BY_CLIENT
+        };
+        if self.keying.swap(keying, Ordering::Relaxed) != keying && keying != BY_CLIENT {
+            tracing::warn!(
+                tracked,
+                max_clients = self.max_clients,
+                by = if keying == SHARED {
+                    "one key"
+                } else {
+                    "network"
+                },
+                "the rate limiter is crowded: new keys are coarser until idle clients are swept"
+            );
+        }
+        if keying != BY_CLIENT {
+            self.crowded.notify_one();
+        }
     }
 
     /// How many clients are tracked now.
@@ -57,8 +104,8 @@ impl RateLimiter {
             .map_or(0, DefaultKeyedRateLimiter::len)
     }
 
-    /// Forgets idle clients and decides whether new ones are keyed by network. Returns how many
-    /// clients are tracked.
+    /// Forgets idle clients and decides how the next ones are keyed. Returns how many clients
+    /// are tracked.
     pub fn housekeeping(&self) -> usize {
         let Some(limiter) = &self.limiter else {
             return 0;
@@ -66,24 +113,31 @@ impl RateLimiter {
         limiter.retain_recent();
         limiter.shrink_to_fit();
         let tracked = limiter.len();
-        self.crowded
-            .store(tracked >= self.max_clients, Ordering::Relaxed);
+        self.look(tracked);
         tracked
     }
 
-    /// Runs [`RateLimiter::housekeeping`] every `every` until the limiter is dropped
-    /// everywhere else; `on_run` receives the tracked count (for a gauge).
+    /// Runs [`RateLimiter::housekeeping`] every `every`, and at most once a second while the
+    /// table is crowded, until the limiter is dropped everywhere else; `on_run` receives the
+    /// tracked count (for a gauge).
     pub fn spawn_housekeeping(
         self: &Arc<Self>,
         every: Duration,
         on_run: impl Fn(usize) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
+        let crowded = self.crowded.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = crowded.notified() => {
+                        // At most one sweep a second, however crowded.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
                 let Some(limiter) = weak.upgrade() else { break };
                 on_run(limiter.housekeeping());
             }
@@ -92,12 +146,14 @@ impl RateLimiter {
 }
 
 /// The key a client is counted under.
-fn key_for(client: IpAddr, crowded: bool) -> IpAddr {
-    match client.to_canonical() {
-        IpAddr::V4(v4) if crowded => IpAddr::V4(Ipv4Addr::from(v4.to_bits() & !0xff)),
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let prefix = if crowded { 48 } else { 64 };
+fn key_for(client: IpAddr, keying: u8) -> IpAddr {
+    match (client.to_canonical(), keying) {
+        (IpAddr::V4(_), SHARED) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (IpAddr::V6(_), SHARED) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        (IpAddr::V4(v4), BY_NETWORK) => IpAddr::V4(Ipv4Addr::from(v4.to_bits() & !0xff)),
+        (IpAddr::V4(v4), _) => IpAddr::V4(v4),
+        (IpAddr::V6(v6), keying) => {
+            let prefix = if keying == BY_NETWORK { 48 } else { 64 };
             IpAddr::V6(Ipv6Addr::from(v6.to_bits() & (u128::MAX << (128 - prefix))))
         }
     }
@@ -150,16 +206,41 @@ mod tests {
         for i in 1..=3 {
             let _ = l.check(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)));
         }
-        assert_eq!(l.housekeeping(), 3);
+        // 3 of 2 tracked: by network (twice the limit would be one key for all).
+        l.look(3);
         assert!(l.check("192.0.2.1".parse().unwrap()).is_ok());
         assert!(
             l.check("192.0.2.200".parse().unwrap()).is_err(),
             "same /24 while crowded"
         );
         assert_eq!(
-            key_for("2001:db8:1:2::1".parse().unwrap(), true),
+            key_for("2001:db8:1:2::1".parse().unwrap(), BY_NETWORK),
             "2001:db8:1::".parse::<IpAddr>().unwrap()
         );
+        assert_eq!(
+            key_for("203.0.113.9".parse().unwrap(), SHARED),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
+    }
+
+    /// A flood of addresses, each new, in networks of their own: the table stops growing at
+    /// about twice `max_clients` where the keys are made, not at the next sweep.
+    #[test]
+    fn spoofed_churn_is_bounded_where_keys_are_made() {
+        let l = limiter(20, 100, 1000);
+        for i in 0..100_000u32 {
+            let _ = l.check(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i << 8) | 1)));
+        }
+        let tracked = l.tracked();
+        assert!(
+            tracked <= 2 * 1000 + LOOK_EVERY as usize,
+            "{tracked} clients tracked"
+        );
+        // The sweep forgets the idle ones, and clients are keyed by client again. Time is what
+        // is tested here: governor's clock is the real one, and a state idles after 50 ms.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(l.housekeeping() < 1000);
+        assert_eq!(l.keying.load(Ordering::Relaxed), BY_CLIENT);
     }
 
     #[test]
