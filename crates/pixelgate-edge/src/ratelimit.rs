@@ -62,7 +62,11 @@ impl RateLimiter {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(LOOK_EVERY) {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(LOOK_EVERY)
+        {
             self.look(limiter.len());
         }
         let key = key_for(client, self.keying.load(Ordering::Relaxed));

@@ -46,6 +46,8 @@ pub(crate) struct AppState {
     pub(crate) registry: Registry,
     /// The disk spool, for `/readyz` (the enqueuer writes and replays it).
     pub(crate) spool: Arc<Spool>,
+    /// Whether Redis answers, asked at most once a second however often `/readyz` is.
+    pub(crate) redis: RedisCheck,
     shutting_down: AtomicBool,
     /// When an answered event was last stored nowhere (Unix ms; 0: never), and why (an index
     /// into `EnqueueError::REASONS`): readiness follows it, and the warning is once a second.
@@ -91,6 +93,7 @@ impl AppState {
             metrics,
             registry,
             spool,
+            redis: RedisCheck::default(),
             shutting_down: AtomicBool::new(false),
             last_drop: AtomicU64::new(0),
             last_drop_reason: AtomicUsize::new(0),
@@ -141,6 +144,32 @@ impl AppState {
                 .copied()
                 .unwrap_or("dropping")
         })
+    }
+}
+
+/// The last answer to "does Redis answer?", shared by every `/readyz`: one `PING` a second at
+/// most, so a flood of readiness probes costs the event writer's pool nothing.
+#[derive(Debug, Default)]
+pub(crate) struct RedisCheck(
+    tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), &'static str>)>>,
+);
+
+impl RedisCheck {
+    /// How long an answer stands.
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// `Ok`, or the kind of error Redis's `PING` got, at most [`Self::FRESH`] old. Callers that
+    /// come while a `PING` is out wait for its answer (one `PING` for all of them).
+    pub(crate) async fn answers(&self, queue: &Queue) -> Result<(), &'static str> {
+        let mut last = self.0.lock().await;
+        if let Some((at, answer)) = *last
+            && at.elapsed() < Self::FRESH
+        {
+            return answer;
+        }
+        let answer = queue.ping().await.map_err(|e| e.kind());
+        *last = Some((tokio::time::Instant::now(), answer));
+        answer
     }
 }
 

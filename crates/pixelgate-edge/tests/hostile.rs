@@ -1514,3 +1514,42 @@ async fn a_half_closed_connection_gets_every_answer() {
     );
     assert_eq!(messages(&redis, EVENTS).len(), 5);
 }
+
+// ---- readiness floods --------------------------------------------------------------------------
+
+/// A flood of `/readyz` on the public listener is limited like any other request, and however
+/// many probes come, Redis is asked at most once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_floods_are_limited_and_cost_redis_one_ping_a_second() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis).await;
+    let pings = || -> u64 {
+        let info = redis.call(&["INFO", "commandstats"]).text().unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = pings();
+    let started = std::time::Instant::now();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..300 {
+        let reply = server.get("/readyz").await;
+        *statuses.entry(reply.status.as_u16()).or_default() += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let asked = pings() - before;
+    assert!(
+        statuses.get(&429).is_some_and(|&n| n > 0),
+        "over the limit: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&200).is_some_and(|&n| n >= 100),
+        "{statuses:?}"
+    );
+    // One PING per started second, and one more the pool may send to check a connection.
+    assert!(
+        asked as f64 <= seconds.ceil() * 2.0 + 2.0,
+        "{asked} PINGs for 300 probes in {seconds:.1} s"
+    );
+}

@@ -49,7 +49,7 @@ async fn readyz(state: &AppState) -> Answer {
             .unavailable("shutting_down")
             .word("redis", "unknown")
     } else {
-        let redis = state.queue.ping().await.map_err(|e| e.kind());
+        let redis = state.redis.answers(&state.queue).await;
         let mut ready = Readiness::new().check("redis", redis);
         if let Some(reason) = state.dropping() {
             ready = ready.unavailable(reason);

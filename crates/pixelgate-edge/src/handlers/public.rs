@@ -46,6 +46,9 @@ pub(crate) async fn public(state: Arc<AppState>, req: Request<Incoming>) -> Answ
         Route::Healthz => get_or_head(&req).map(|()| respond::healthz()),
         Route::Readyz => {
             get_or_head(&req)?;
+            // A probe like any other request: a flood of them is limited, and what they ask of
+            // Redis is shared (`RedisCheck`).
+            over_limit(&state, state.limiter.check(client_of(&state, &req)))?;
             // Boxed: the Redis ping's future is about 14 KB, and unboxed it would size (and so
             // be copied with) the future of every pixel and click, which needs well under 1 KB.
             Box::pin(readyz(&state)).await
