@@ -43,6 +43,36 @@ impl Invalid {
     }
 }
 
+/// `key` is at most `max`: counts that size a semaphore, a channel or a pool, where a huge value
+/// would panic or exhaust memory when the process starts instead of when it is checked.
+pub fn at_most(key: &'static str, value: u64, max: u64) -> Result<(), Invalid> {
+    if value > max {
+        return Err(Invalid::new(key, format!("must be at most {max}")));
+    }
+    Ok(())
+}
+
+/// `key` lies from `min` to `max`: durations added to the clock, where a huge one overflows
+/// and a tiny one makes every request time out.
+pub fn within(
+    key: &'static str,
+    value: std::time::Duration,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<(), Invalid> {
+    if value < min || value > max {
+        return Err(Invalid::new(
+            key,
+            format!(
+                "must be from {} to {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a text is not a value of its type: a URL that does not parse, or one of the type's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadValue {

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::Invalid;
+use pixelgate_core::{
+    Invalid,
+    config::{at_most, within},
+};
 use serde::Deserialize;
 
 use crate::sink::SinkOptions;
@@ -98,9 +101,27 @@ impl DrainConfig {
         if self.batch_size.get() > 50_000 {
             return Err(Invalid::new("drain.batch_size", "must be at most 50000"));
         }
-        if self.lease < Duration::from_secs(1) {
-            return Err(Invalid::new("drain.lease", "must be at least 1s"));
-        }
+        let (second, day) = (Duration::from_secs(1), Duration::from_secs(86_400));
+        within("drain.lease", self.lease, second, day)?;
+        within(
+            "drain.idle_wait",
+            self.idle_wait,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )?;
+        within(
+            "drain.retry_max",
+            self.retry_max,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
+        within(
+            "drain.shutdown_grace",
+            self.shutdown_grace,
+            Duration::from_millis(1),
+            day,
+        )?;
+        at_most("drain.concurrency", self.concurrency.get() as u64, 256)?;
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
             return Err(Invalid::new(
                 "drain.retry_max",

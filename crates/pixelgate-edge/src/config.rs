@@ -14,7 +14,11 @@ use std::{
 };
 
 use ipnet::IpNet;
-use pixelgate_core::{BadValue, Invalid, deserialize_from_str};
+use pixelgate_core::{
+    BadValue, Invalid,
+    config::{at_most, within},
+    deserialize_from_str,
+};
 use serde::Deserialize;
 
 /// The edge's part of the configuration.
@@ -169,14 +173,40 @@ impl EdgeConfig {
                 format!("must differ from server.listen ({})", s.listen),
             ));
         }
-        for (key, d) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.request_timeout", s.request_timeout),
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        within(
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            ms,
+            hour,
+        )?;
+        within(
+            "server.request_timeout",
+            s.request_timeout,
+            Duration::from_millis(100),
+            hour,
+        )?;
+        within("server.shutdown_grace", s.shutdown_grace, ms, hour)?;
+        for (key, n, max) in [
+            ("server.max_connections", s.max_connections.get(), 1_000_000),
+            ("server.max_in_flight", s.max_in_flight.get(), 1_000_000),
+            ("server.max_uri_bytes", s.max_uri_bytes.get(), 1 << 20),
+            ("server.max_headers", s.max_headers.get(), 1024),
+            ("server.max_header_bytes", s.max_header_bytes.get(), 1 << 20),
+            ("server.accept_loops", s.accept_loops, 64),
+            (
+                "rate_limit.max_clients",
+                self.rate_limit.max_clients.get(),
+                100_000_000,
+            ),
         ] {
-            if d.is_zero() {
-                return Err(Invalid::new(key, "must be more than 0s"));
-            }
+            at_most(key, n as u64, max)?;
         }
+        at_most(
+            "server.max_concurrent_streams",
+            u64::from(s.max_concurrent_streams.get()),
+            10_000,
+        )?;
         if self.rate_limit.burst < self.rate_limit.per_second {
             return Err(Invalid::new(
                 "rate_limit.burst",

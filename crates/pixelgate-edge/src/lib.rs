@@ -67,6 +67,17 @@ impl Settings {
         self.redis.validate()?;
         self.queue.validate(&self.redis)?;
         self.spool.validate()?;
+        let server = &self.edge.server;
+        // A pixel waits up to queue.ack_timeout for Redis before it is spooled: a request or a
+        // shutdown that allowed less would cut answers short.
+        for (key, d) in [
+            ("server.request_timeout", server.request_timeout),
+            ("server.shutdown_grace", server.shutdown_grace),
+        ] {
+            if d <= self.queue.ack_timeout {
+                return Err(Invalid::new(key, "must be longer than queue.ack_timeout"));
+            }
+        }
         if self.queue.channel_capacity < self.edge.server.max_in_flight {
             // Each request in flight holds at most one event, so with room for all of them an
             // enqueue never finds the channel full and every answered event is stored.

@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use pixelgate_core::{BadValue, Invalid, config::without_password, deserialize_from_str};
+use pixelgate_core::{
+    BadValue, Invalid,
+    config::{at_most, within, without_password},
+    deserialize_from_str,
+};
 use serde::Deserialize;
 use url::Url;
 
@@ -76,10 +80,9 @@ impl RedisConfig {
             ("redis.recycle_timeout", self.recycle_timeout),
             ("redis.command_timeout", self.command_timeout),
         ] {
-            if d.is_zero() {
-                return Err(Invalid::new(key, "must be more than 0s"));
-            }
+            within(key, d, Duration::from_millis(1), Duration::from_secs(600))?;
         }
+        at_most("redis.pool_size", self.pool_size.get() as u64, 4096)?;
         if self
             .cluster_nodes
             .iter()
@@ -210,9 +213,18 @@ impl QueueConfig {
                 "must differ from queue.key, or limited events would crowd out real ones",
             ));
         }
-        if self.ack_timeout.is_zero() {
-            return Err(Invalid::new("queue.ack_timeout", "must be more than 0s"));
-        }
+        within(
+            "queue.ack_timeout",
+            self.ack_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        at_most(
+            "queue.channel_capacity",
+            self.channel_capacity.get() as u64,
+            1 << 24,
+        )?;
+        at_most("queue.max_in_flight", self.max_in_flight.get() as u64, 1024)?;
         if self.linger > Duration::from_millis(50) {
             return Err(Invalid::new(
                 "queue.linger",

@@ -318,16 +318,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.edge_settings().validate()?;
         self.drain_settings().validate()?;
-        if self
-            .signing
-            .link_ttl
-            .is_some_and(|ttl| ttl < Duration::from_secs(1))
-        {
-            return Err(Invalid::new(
+        if let Some(ttl) = self.signing.link_ttl {
+            // Links never expire without one; a hundred years is the longest that is a date.
+            pixelgate_core::config::within(
                 "signing.link_ttl",
-                "must be at least 1s (leave it out for links that never expire)",
-            )
-            .into());
+                ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(36_525 * 86_400),
+            )?;
         }
         Ok(())
     }

@@ -156,7 +156,7 @@ fn validate_names_the_key() {
         ),
         (
             "[signing]\nlink_ttl = \"10ms\"",
-            "signing.link_ttl: must be at least 1s",
+            "signing.link_ttl: must be from 1s to 100years",
         ),
     ];
     for (text, want) in cases {
@@ -229,5 +229,75 @@ fn the_shipped_configurations_are_valid() {
     for name in ["deploy/pixelgate.toml", "deploy/pixelgate.dev.toml"] {
         let c = Config::from_file(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// Values that would panic or cripple `serve` are refused by the same check `-t` runs, naming
+/// the key and the bound.
+#[test]
+fn values_that_would_break_serve_are_refused_when_checked() {
+    let huge = "9223372036854775807";
+    let cases = [
+        (
+            format!("[queue]\nchannel_capacity = {huge}"),
+            "queue.channel_capacity: must be at most",
+        ),
+        (
+            format!("[queue]\nmax_in_flight = {huge}"),
+            "queue.max_in_flight: must be at most",
+        ),
+        (
+            format!("[server]\nmax_connections = {huge}"),
+            "server.max_connections: must be at most",
+        ),
+        (
+            format!("[server]\nmax_in_flight = {huge}"),
+            "server.max_in_flight: must be at most",
+        ),
+        (
+            format!("[redis]\npool_size = {huge}"),
+            "redis.pool_size: must be at most",
+        ),
+        (
+            "[queue]\nack_timeout = \"500000000000y\"".into(),
+            "queue.ack_timeout: must be from",
+        ),
+        (
+            "[server]\nheader_read_timeout = \"500000000000y\"".into(),
+            "server.header_read_timeout: must be from",
+        ),
+        (
+            "[signing]\nlink_ttl = \"500000000000y\"".into(),
+            "signing.link_ttl: must be from",
+        ),
+        (
+            "[server]\nrequest_timeout = \"1ns\"".into(),
+            "server.request_timeout: must be from",
+        ),
+        (
+            "[server]\nshutdown_grace = \"0s\"".into(),
+            "server.shutdown_grace: must be from",
+        ),
+        (
+            "[server]\nshutdown_grace = \"100ms\"".into(),
+            "server.shutdown_grace: must be longer than queue.ack_timeout",
+        ),
+        (
+            "[server]\nrequest_timeout = \"400ms\"".into(),
+            "server.request_timeout: must be longer than queue.ack_timeout",
+        ),
+        (
+            format!("[drain]\nconcurrency = {huge}"),
+            "drain.concurrency: must be at most",
+        ),
+        (
+            "[drain]\nlease = \"500000000000y\"".into(),
+            "drain.lease: must be from",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = load(&text, &[], &Overrides::default()).unwrap_err();
+        let said = chain(&err);
+        assert!(said.starts_with(want), "{text:?}: {said}");
     }
 }
