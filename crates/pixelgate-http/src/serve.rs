@@ -37,12 +37,16 @@ use crate::Body;
 /// TLS settings, swapped whole on reload: new connections get the new ones.
 pub type SharedTls = Arc<ArcSwap<rustls::ServerConfig>>;
 
+/// How many headers hyper's HTTP/1 parser takes when it is told no limit.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What hyper enforces on each connection of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
     /// Longest time to send a request's headers; also closes idle connections.
     pub header_read_timeout: Duration,
-    /// Most request headers.
+    /// Most request headers hyper parses, when above its own 100 (a stack that wants fewer
+    /// counts them itself, as the edge's limits step does).
     pub max_headers: usize,
     /// Most bytes of request headers (HTTP/2: the header list).
     pub max_header_bytes: usize,
@@ -102,8 +106,13 @@ impl Connections {
             // A client may send its last request and shut its side down while it waits: the
             // answer still goes out (hyper would close the connection on that EOF otherwise).
             .half_close(true)
-            .max_headers(limits.max_headers)
             .max_buf_size((limits.max_header_bytes + limits.max_uri_bytes + 1024).max(8192));
+        // Told a limit, hyper fills an array that long on every parse; left alone it parses
+        // into an uninitialised one of 100. The stack counts headers itself and answers `431`
+        // past `server.max_headers`, so hyper needs telling only of a limit above its own.
+        if limits.max_headers > HYPER_MAX_HEADERS {
+            builder.http1().max_headers(limits.max_headers);
+        }
         builder
             .http2()
             .timer(TokioTimer::new())

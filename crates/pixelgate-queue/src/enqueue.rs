@@ -31,7 +31,7 @@ use crate::{
     error::{BatchError, QueueError},
     layout::Layout,
     metrics::{LaneLabel, QueueMetrics},
-    pool::Pool,
+    pool::{Detached, Pool},
 };
 
 /// Why an event was not acknowledged. The edge counts each as a drop reason.
@@ -115,6 +115,11 @@ impl Enqueuer {
         self.enqueue_raw(event.to_json(), lane).await
     }
 
+    /// Events handed over and not yet taken into a batch by the writer.
+    pub fn waiting(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// As [`Enqueuer::enqueue`], for an event already serialised.
     pub async fn enqueue_raw(&self, payload: Vec<u8>, lane: Lane) -> Result<Stored, EnqueueError> {
         let (ack, acked) = oneshot::channel();
@@ -163,6 +168,8 @@ pub(crate) fn start(
         near_cap_warned: std::sync::atomic::AtomicU64::new(u64::MAX),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
         max_in_flight: config.max_in_flight.get(),
+        landed: tokio::sync::Notify::new(),
+        conn: std::sync::Mutex::new(None),
         next_shard: AtomicUsize::new(0),
         down: (0..shards).map(|_| AtomicBool::new(false)).collect(),
         spool,
@@ -200,6 +207,10 @@ pub(crate) struct Writer {
     near_cap_warned: std::sync::atomic::AtomicU64,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Told each time a batch lands, so the one gathering knows to go.
+    landed: tokio::sync::Notify,
+    /// The writer's own multiplexed connection, shared by its batches in flight.
+    conn: std::sync::Mutex<Option<Detached>>,
     next_shard: AtomicUsize,
     /// Shards whose last write failed; skipped until the replayer sees Redis answer. Only set
     /// when there is a spool to take their batches.
@@ -211,34 +222,62 @@ pub(crate) struct Writer {
 impl Writer {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
         loop {
-            // Take a write slot first: while every slot is busy, events gather in the channel
-            // and the next batch takes them all. That is the group commit.
-            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-                break;
-            };
             let mut batch = Vec::with_capacity(self.batch_max);
             if rx.recv_many(&mut batch, self.batch_max).await == 0 {
                 break; // every sender is gone and nothing is left
             }
-            if !self.linger.is_zero() && batch.len() < self.batch_max {
-                let until = Instant::now() + self.linger;
-                while batch.len() < self.batch_max {
-                    let room = self.batch_max - batch.len();
-                    match timeout_at(until, rx.recv_many(&mut batch, room)).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-            }
+            self.gather(&mut rx, &mut batch).await;
+            // At most `queue.max_in_flight` batches at once.
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                break;
+            };
             let writer = self.clone();
             tokio::spawn(async move {
                 writer.write(batch).await;
                 drop(permit);
+                writer.landed.notify_waiters();
             });
         }
         // Wait for the batches still in flight.
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         let _ = self.in_flight.acquire_many(all).await;
+    }
+
+    /// Lets a batch grow before it is sent: for `queue.linger` after its first event, then for
+    /// as long as another batch is in flight, until that one lands or this one is full. So a
+    /// batch is what queued while the last one was written (smart batching): it grows with the
+    /// load, not with the number of write slots, and a second batch goes out beside the first
+    /// only once a whole one is waiting (a Redis across a network still gets them in flight).
+    async fn gather(&self, rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+        if !self.linger.is_zero() && batch.len() < self.batch_max {
+            let until = Instant::now() + self.linger;
+            while batch.len() < self.batch_max {
+                let room = self.batch_max - batch.len();
+                match timeout_at(until, rx.recv_many(batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        while batch.len() < self.batch_max {
+            // Listening before looking, so a batch that lands in between is not missed.
+            let landed = self.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if self.in_flight.available_permits() == self.max_in_flight {
+                return; // nothing in flight: go now
+            }
+            let room = self.batch_max - batch.len();
+            tokio::select! {
+                biased;
+                () = &mut landed => {}
+                n = rx.recv_many(batch, room) => {
+                    if n == 0 {
+                        return; // closed: what is here goes
+                    }
+                }
+            }
+        }
     }
 
     /// Stores one batch and answers every event of it: in Redis (retrying once on a new
@@ -365,7 +404,45 @@ impl Writer {
     /// `RPUSH`+`LTRIM` for the overflow lane when the batch has any. Returns how many overflow
     /// events were trimmed beyond the cap (exact, since push and trim are one transaction).
     async fn send(&self, batch: &[(Lane, &[u8])], shard: usize) -> Result<u64, QueueError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.connection().await?;
+        let sent = self.send_on(&mut conn, batch, shard).await;
+        if let Err(e) = &sent
+            && e.is_transient()
+        {
+            // A broken socket: the next batch (or the retry) takes a fresh connection.
+            self.forget_connection();
+        }
+        sent
+    }
+
+    /// The writer's own connection, taken from the pool the first time and after a failure.
+    async fn connection(&self) -> Result<Detached, QueueError> {
+        if let Some(conn) = self.lock_connection().clone() {
+            return Ok(conn);
+        }
+        let fresh = self.pool.detached().await?;
+        *self.lock_connection() = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn forget_connection(&self) {
+        self.lock_connection().take();
+    }
+
+    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<Detached>> {
+        // Nothing panics while holding it; a poisoned lock still holds a good connection.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`Writer::send`] on `conn`.
+    async fn send_on(
+        &self,
+        conn: &mut Detached,
+        batch: &[(Lane, &[u8])],
+        shard: usize,
+    ) -> Result<u64, QueueError> {
         let lane = |lane| {
             batch
                 .iter()
@@ -381,7 +458,7 @@ impl Writer {
                     for payload in lane(Lane::Main) {
                         cmd.arg(payload);
                     }
-                    let sent: Result<u64, _> = cmd.query_async(&mut conn).await;
+                    let sent: Result<u64, _> = cmd.query_async(&mut *conn).await;
                     sent.map_err(|e| QueueError::from(e).on_key(queue))?;
                 }
                 QueueMode::Stream => {
@@ -390,7 +467,7 @@ impl Writer {
                     for payload in lane(Lane::Main) {
                         append.arg(payload);
                     }
-                    let sent: Result<u64, _> = append.invoke_async(&mut conn).await;
+                    let sent: Result<u64, _> = append.invoke_async(&mut *conn).await;
                     let len = sent.map_err(|e| QueueError::from(e).on_key(queue))?;
                     self.near_cap(len);
                 }
@@ -410,7 +487,7 @@ impl Writer {
             .arg(keep)
             .arg(-1)
             .ignore();
-        let sent: Result<(u64,), _> = pipe.query_async(&mut conn).await;
+        let sent: Result<(u64,), _> = pipe.query_async(&mut *conn).await;
         let (len,) = sent.map_err(|e| QueueError::from(e).on_key(&self.layout.overflow))?;
         Ok(len.saturating_sub(self.overflow_cap))
     }

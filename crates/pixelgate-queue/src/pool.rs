@@ -96,6 +96,63 @@ fn cluster_pool_error(e: deadpool_redis::cluster::PoolError) -> QueueError {
     })
 }
 
+/// A connection taken out of the pool for good: multiplexed, so concurrent commands share its
+/// socket. The enqueue writer keeps one for as long as it works, which spares every batch the
+/// pool's check of a connection it hands out (an `UNWATCH` and a `PING`, a round trip).
+#[derive(Clone)]
+pub enum Detached {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl std::fmt::Debug for Detached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Detached::Single",
+            Self::Cluster(_) => "Detached::Cluster",
+        })
+    }
+}
+
+impl Pool {
+    /// A checked connection of the pool's, taken out of it (the pool makes another when it
+    /// needs one).
+    pub async fn detached(&self) -> Result<Detached, QueueError> {
+        Ok(match self.get().await? {
+            Conn::Single(c) => Detached::Single(deadpool_redis::Connection::take(c)),
+            Conn::Cluster(c) => Detached::Cluster(deadpool_redis::cluster::Connection::take(c)),
+        })
+    }
+}
+
+impl ConnectionLike for Detached {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A pooled connection to a server or a cluster.
 pub enum Conn {
     Single(deadpool_redis::Connection),

@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashSet, num::NonZeroUsize, sync::Arc, time::Duration};
 
 use common::*;
-use pixelgate_queue::{EnqueueError, Lane, QueueConfig, QueueError, QueueMode};
+use pixelgate_queue::{EnqueueError, Enqueuer, Lane, QueueConfig, QueueError, QueueMode};
 use pixelgate_tests::{RedisOptions, RedisServer, resp::Reply};
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -175,6 +175,7 @@ async fn a_full_channel_answers_at_once_with_its_own_error() {
     let server = RedisServer::start();
     let config = QueueConfig {
         channel_capacity: nz(2),
+        batch_max: nz(2),
         max_in_flight: nz(1),
         linger: Duration::ZERO,
         ack_timeout: Duration::from_secs(3),
@@ -183,9 +184,10 @@ async fn a_full_channel_answers_at_once_with_its_own_error() {
     let (queue, _registry) = queue(&server, config);
     let (enqueuer, _writer) = queue.start_enqueuer(None);
     server.freeze(true);
-    // One batch hangs on the frozen Redis; two events wait in the channel; the rest bounce.
+    // One batch of two hangs on the frozen Redis, the next two gather behind it, two more wait
+    // in the channel; the rest bounce. What is held is bounded by the channel and two batches.
     let mut waits = Vec::new();
-    for n in 0..8 {
+    for n in 0..12 {
         let enqueuer = enqueuer.clone();
         waits.push(tokio::spawn(async move {
             enqueuer.enqueue(&event(n), Lane::Main).await
@@ -292,4 +294,63 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
     );
     drop(enqueuer);
     writer.flushed().await;
+}
+
+/// Batches grow with the load, not with the write slots: while one batch is in flight, what
+/// arrives gathers into the next, which goes when the first lands; a whole batch waiting goes
+/// out beside it at once, as many as `queue.max_in_flight` (a Redis across a network keeps its
+/// batches in flight).
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
+    for (batch_max, more, rpush) in [(512, 50, 2), (10, 30, 4)] {
+        let server = RedisServer::start();
+        let config = QueueConfig {
+            batch_max: nz(batch_max),
+            max_in_flight: nz(4),
+            ack_timeout: Duration::from_secs(10),
+            ..QueueConfig::default()
+        };
+        let (queue, _registry) = queue(&server, config);
+        let (enqueuer, writer) = queue.start_enqueuer(None);
+        // Connected first, so the frozen server holds a batch, not a connection attempt.
+        enqueuer.enqueue(&event(0), Lane::Main).await.unwrap();
+        let before = calls(&server, "rpush");
+        server.freeze(true);
+        // One thread: a yield lets every spawned producer hand its event over, and the writer
+        // take what is handed over.
+        let taken = |enqueuer: &Enqueuer| {
+            let enqueuer = enqueuer.clone();
+            async move {
+                while enqueuer.waiting() > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let mut waits = Vec::new();
+        let spawn = |n: usize| {
+            let enqueuer = enqueuer.clone();
+            tokio::spawn(async move { enqueuer.enqueue(&event(n), Lane::Main).await })
+        };
+        waits.push(spawn(1));
+        tokio::task::yield_now().await;
+        taken(&enqueuer).await;
+        // One at a time, each taken by the writer before the next comes: arrivals spread over
+        // the first batch's flight, as under moderate load.
+        for n in 0..more {
+            waits.push(spawn(2 + n));
+            tokio::task::yield_now().await;
+            taken(&enqueuer).await;
+        }
+        server.freeze(false);
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            calls(&server, "rpush") - before,
+            rpush,
+            "batch_max {batch_max}"
+        );
+        drop(enqueuer);
+        writer.flushed().await;
+    }
 }
