@@ -174,7 +174,15 @@ pub struct QueueConfig {
     /// Events waiting for a batch; when full, enqueue fails at once (back-pressure).
     /// Default `65536`.
     pub channel_capacity: NonZeroUsize,
-    /// Batches written at the same time, each on its own pooled connection. Default `4`.
+    /// How long a batch gathering behind one in flight waits for it to land before it is
+    /// written beside it, e.g. `"2ms"`. A write to a Redis on the same host or network lands
+    /// well within it, so under load a batch is whatever queued while the last was written; a
+    /// write that has not is stalled (a dead master, a slow disk) and does not hold the next.
+    /// `"0s"` writes a batch whenever a slot is free. Less than `ack_timeout`. Default `2ms`.
+    #[serde(with = "humantime_serde")]
+    pub patience: Duration,
+    /// Batches written at the same time, on the writer's one multiplexed connection to each
+    /// shard. Default `4`.
     pub max_in_flight: NonZeroUsize,
     /// Longest wait for Redis to acknowledge an event's batch before the caller is told it
     /// failed (and the edge spools it). Default `500ms`.
@@ -198,6 +206,7 @@ impl Default for QueueConfig {
             // 200us gave ~130k events/s at 256 producers, 0s two to three times as many.
             linger: Duration::ZERO,
             channel_capacity: nz(65_536),
+            patience: Duration::from_millis(2),
             max_in_flight: nz(4),
             ack_timeout: Duration::from_millis(500),
         }
@@ -229,6 +238,12 @@ impl QueueConfig {
             return Err(Invalid::new(
                 "queue.linger",
                 "must be at most 50ms: every request waits for it",
+            ));
+        }
+        if self.patience >= self.ack_timeout {
+            return Err(Invalid::new(
+                "queue.patience",
+                "must be less than queue.ack_timeout, or a batch could wait out its deadline",
             ));
         }
         if self.batch_max.get() > 100_000 {
@@ -372,5 +387,10 @@ mod tests {
             ..QueueConfig::default()
         };
         assert_eq!(q.validate(&cluster).unwrap_err().key, "queue.linger");
+        let q = QueueConfig {
+            patience: QueueConfig::default().ack_timeout,
+            ..QueueConfig::default()
+        };
+        assert_eq!(q.validate(&cluster).unwrap_err().key, "queue.patience");
     }
 }

@@ -161,6 +161,7 @@ pub(crate) fn start(
         mode: config.mode,
         batch_max: config.batch_max.get(),
         linger: config.linger,
+        patience: config.patience,
         deadline: config.ack_timeout,
         overflow_cap: config.overflow_cap.get(),
         stream_maxlen: config.stream_maxlen.get(),
@@ -169,7 +170,7 @@ pub(crate) fn start(
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
         max_in_flight: config.max_in_flight.get(),
         landed: tokio::sync::Notify::new(),
-        conn: std::sync::Mutex::new(None),
+        conns: (0..shards).map(|_| std::sync::Mutex::new(None)).collect(),
         next_shard: AtomicUsize::new(0),
         down: (0..shards).map(|_| AtomicBool::new(false)).collect(),
         spool,
@@ -198,6 +199,8 @@ pub(crate) struct Writer {
     mode: QueueMode,
     pub(crate) batch_max: usize,
     linger: Duration,
+    /// `queue.patience`: how long a gathering batch waits for the one in flight.
+    patience: Duration,
     pub(crate) deadline: Duration,
     overflow_cap: u64,
     stream_maxlen: u64,
@@ -209,8 +212,10 @@ pub(crate) struct Writer {
     max_in_flight: usize,
     /// Told each time a batch lands, so the one gathering knows to go.
     landed: tokio::sync::Notify,
-    /// The writer's own multiplexed connection, shared by its batches in flight.
-    conn: std::sync::Mutex<Option<Detached>>,
+    /// The writer's own multiplexed connection for each shard, shared by the batches in flight
+    /// to it. One per shard, so a cluster connection stalled by a dead master (it holds its
+    /// requests while it finds the slots again) holds only that shard's batches.
+    conns: Box<[std::sync::Mutex<Option<Detached>>]>,
     next_shard: AtomicUsize,
     /// Shards whose last write failed; skipped until the replayer sees Redis answer. Only set
     /// when there is a spool to take their batches.
@@ -244,10 +249,12 @@ impl Writer {
     }
 
     /// Lets a batch grow before it is sent: for `queue.linger` after its first event, then for
-    /// as long as another batch is in flight, until that one lands or this one is full. So a
-    /// batch is what queued while the last one was written (smart batching): it grows with the
-    /// load, not with the number of write slots, and a second batch goes out beside the first
-    /// only once a whole one is waiting (a Redis across a network still gets them in flight).
+    /// as long as another batch is in flight, until that one lands, this one is full, or its
+    /// first event has waited `queue.patience`. So a batch is what queued while the last one was
+    /// written (smart batching): it grows with the load, not with the number of write slots,
+    /// and a second batch goes out beside the first once a whole one is waiting (a Redis across
+    /// a network still gets them in flight) or the first is slow (a stalled shard does not hold
+    /// the next batch, bound for another, until both deadlines are spent).
     async fn gather(&self, rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
         if !self.linger.is_zero() && batch.len() < self.batch_max {
             let until = Instant::now() + self.linger;
@@ -259,6 +266,11 @@ impl Writer {
                 }
             }
         }
+        let Some(first) = batch.first().map(|p| p.at) else {
+            return;
+        };
+        let patience = tokio::time::sleep_until(first + self.patience);
+        tokio::pin!(patience);
         while batch.len() < self.batch_max {
             // Listening before looking, so a batch that lands in between is not missed.
             let landed = self.landed.notified();
@@ -271,6 +283,7 @@ impl Writer {
             tokio::select! {
                 biased;
                 () = &mut landed => {}
+                () = &mut patience => return, // the one in flight is slow: go beside it
                 n = rx.recv_many(batch, room) => {
                     if n == 0 {
                         return; // closed: what is here goes
@@ -324,7 +337,11 @@ impl Writer {
             self.metrics.error(e.kind());
             result = timeout_at(until, self.send(events, shard)).await;
         }
-        let result = result.unwrap_or(Err(QueueError::Timeout(self.deadline)));
+        let result = result.unwrap_or_else(|_| {
+            // A connection that did not answer in time is not trusted with the next batch.
+            self.forget_connection(shard);
+            Err(QueueError::Timeout(self.deadline))
+        });
         match &result {
             Ok(trimmed) => {
                 self.metrics.overflow_trimmed.inc_by(*trimmed);
@@ -404,34 +421,35 @@ impl Writer {
     /// `RPUSH`+`LTRIM` for the overflow lane when the batch has any. Returns how many overflow
     /// events were trimmed beyond the cap (exact, since push and trim are one transaction).
     async fn send(&self, batch: &[(Lane, &[u8])], shard: usize) -> Result<u64, QueueError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection(shard).await?;
         let sent = self.send_on(&mut conn, batch, shard).await;
         if let Err(e) = &sent
             && e.is_transient()
         {
             // A broken socket: the next batch (or the retry) takes a fresh connection.
-            self.forget_connection();
+            self.forget_connection(shard);
         }
         sent
     }
 
-    /// The writer's own connection, taken from the pool the first time and after a failure.
-    async fn connection(&self) -> Result<Detached, QueueError> {
-        if let Some(conn) = self.lock_connection().clone() {
+    /// The writer's connection for `shard`, taken from the pool the first time and after a
+    /// failure.
+    async fn connection(&self, shard: usize) -> Result<Detached, QueueError> {
+        if let Some(conn) = self.lock_connection(shard).clone() {
             return Ok(conn);
         }
         let fresh = self.pool.detached().await?;
-        *self.lock_connection() = Some(fresh.clone());
+        *self.lock_connection(shard) = Some(fresh.clone());
         Ok(fresh)
     }
 
-    fn forget_connection(&self) {
-        self.lock_connection().take();
+    fn forget_connection(&self, shard: usize) {
+        self.lock_connection(shard).take();
     }
 
-    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<Detached>> {
+    fn lock_connection(&self, shard: usize) -> std::sync::MutexGuard<'_, Option<Detached>> {
         // Nothing panics while holding it; a poisoned lock still holds a good connection.
-        self.conn
+        self.conns[shard]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -299,7 +299,7 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
 /// Batches grow with the load, not with the write slots: while one batch is in flight, what
 /// arrives gathers into the next, which goes when the first lands; a whole batch waiting goes
 /// out beside it at once, as many as `queue.max_in_flight` (a Redis across a network keeps its
-/// batches in flight).
+/// batches in flight). `queue.patience` is set longer than the test, which the next one tries.
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
     for (batch_max, more, rpush) in [(512, 50, 2), (10, 30, 4)] {
@@ -307,7 +307,8 @@ async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
         let config = QueueConfig {
             batch_max: nz(batch_max),
             max_in_flight: nz(4),
-            ack_timeout: Duration::from_secs(10),
+            patience: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(60),
             ..QueueConfig::default()
         };
         let (queue, _registry) = queue(&server, config);
@@ -353,4 +354,42 @@ async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
         drop(enqueuer);
         writer.flushed().await;
     }
+}
+
+/// A stalled write holds the batch behind it only for `queue.patience`: events arriving 3 ms
+/// apart while a frozen Redis holds the first batch go out in batches of their own, one each
+/// time the patience (5 ms) of the gathering one runs out, until every write slot is taken.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_batch_holds_the_next_only_for_queue_patience() {
+    let server = RedisServer::start();
+    let config = QueueConfig {
+        max_in_flight: nz(4),
+        patience: Duration::from_millis(5),
+        ack_timeout: Duration::from_secs(60),
+        ..QueueConfig::default()
+    };
+    let (queue, _registry) = queue(&server, config);
+    let (enqueuer, writer) = queue.start_enqueuer(None);
+    enqueuer.enqueue(&event(0), Lane::Main).await.unwrap();
+    let before = calls(&server, "rpush");
+    server.freeze(true);
+    let mut waits = Vec::new();
+    for n in 1..=30 {
+        let enqueuer = enqueuer.clone();
+        waits.push(tokio::spawn(async move {
+            enqueuer.enqueue(&event(n), Lane::Main).await
+        }));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    server.freeze(false);
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    let rpush = calls(&server, "rpush") - before;
+    assert!(
+        rpush >= 4,
+        "{rpush} RPUSH for 30 events spread over 90 ms behind a stalled one: the batch behind waited for it"
+    );
+    drop(enqueuer);
+    writer.flushed().await;
 }
