@@ -40,7 +40,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 pub use crate::{
     config::EdgeConfig,
-    handlers::public::GIF,
+    handlers::public::{GIF, gif},
     listeners::Listeners,
     middleware::observe::escape,
     route::{Peer, Route, Routed},

@@ -194,7 +194,8 @@ fn user_agent(headers: &HeaderMap) -> &str {
     }
 }
 
-fn gif() -> Response<Body> {
+/// The pixel's answer: the GIF, never cached (a cached pixel is an open nobody sees).
+pub fn gif() -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(GIF)));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));

@@ -14,7 +14,7 @@ use super::{Req, Step};
 pub(crate) struct Deadline(pub(crate) Duration);
 
 impl Step<Refusal> for Deadline {
-    async fn run<S>(&self, req: Req, mut next: S) -> Result<Response<Body>, Refusal>
+    async fn run<S>(self, req: Req, mut next: S) -> Result<Response<Body>, Refusal>
     where
         S: Service<Req, Response = Response<Body>, Error = Refusal> + Send + 'static,
         S::Future: Send,

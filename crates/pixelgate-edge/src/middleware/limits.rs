@@ -75,7 +75,7 @@ async fn empty(body: &mut Incoming) -> Result<(), Refusal> {
 }
 
 impl Step<Refusal> for Limits {
-    async fn run<S>(&self, mut req: Req, mut next: S) -> Result<Response<Body>, Refusal>
+    async fn run<S>(self, mut req: Req, mut next: S) -> Result<Response<Body>, Refusal>
     where
         S: Service<Req, Response = Response<Body>, Error = Refusal> + Send + 'static,
         S::Future: Send,

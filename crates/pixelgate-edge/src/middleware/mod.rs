@@ -24,10 +24,16 @@ use tower::{Layer, Service};
 /// The request every step sees.
 pub(crate) type Req = Request<Incoming>;
 
-/// One step of a stack.
+/// One step of a stack. It runs by value (a step is a few `Arc`s and numbers, cloned for each
+/// request), so its future owns what it needs and is boxed as it is: the request and the rest
+/// of the stack are moved into it once.
 pub(crate) trait Step<E>: Clone + Send + Sync + 'static {
     /// Answers `req`, calling `next` (the rest of the stack, ready for one call) or not.
-    fn run<S>(&self, req: Req, next: S) -> impl Future<Output = Result<Response<Body>, E>> + Send
+    fn run<S>(
+        self,
+        req: Req,
+        next: S,
+    ) -> impl Future<Output = Result<Response<Body>, E>> + Send + 'static
     where
         S: Service<Req, Response = Response<Body>, Error = E> + Send + 'static,
         S::Future: Send;
@@ -74,7 +80,6 @@ where
         // The service that was polled ready goes with this request; a clone waits for the next.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let step = self.step.clone();
-        Box::pin(async move { step.run(req, ready).await })
+        Box::pin(self.step.clone().run(req, ready))
     }
 }

@@ -34,7 +34,7 @@ impl Observe {
 }
 
 impl Step<Infallible> for Observe {
-    async fn run<S>(&self, req: Req, mut next: S) -> Result<Response<Body>, Infallible>
+    async fn run<S>(self, req: Req, mut next: S) -> Result<Response<Body>, Infallible>
     where
         S: Service<Req, Response = Response<Body>, Error = Infallible> + Send + 'static,
         S::Future: Send,

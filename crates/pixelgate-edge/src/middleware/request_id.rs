@@ -45,7 +45,7 @@ impl RequestId {
 pub(crate) struct SetRequestId;
 
 impl<E: Send + 'static> Step<E> for SetRequestId {
-    async fn run<S>(&self, mut req: Req, mut next: S) -> Result<Response<Body>, E>
+    async fn run<S>(self, mut req: Req, mut next: S) -> Result<Response<Body>, E>
     where
         S: Service<Req, Response = Response<Body>, Error = E> + Send + 'static,
         S::Future: Send,

@@ -25,7 +25,7 @@ impl Shed {
 }
 
 impl Step<Refusal> for Shed {
-    async fn run<S>(&self, req: Req, mut next: S) -> Result<Response<Body>, Refusal>
+    async fn run<S>(self, req: Req, mut next: S) -> Result<Response<Body>, Refusal>
     where
         S: Service<Req, Response = Response<Body>, Error = Refusal> + Send + 'static,
         S::Future: Send,
