@@ -1,7 +1,9 @@
-//! `make bench`, side by side: pixelgate, nginx's `empty_gif`, and nginx + Lua + Redis.
+//! `make bench`, side by side: pixelgate, nginx + Lua + Redis, bare hyper, nginx's `empty_gif`.
 //!
-//! - [`servers`]: each server started fresh (its own `redis-server`, same settings), pinned to
-//!   the server core; stopped on drop.
+//! - [`servers`]: each server started fresh (its own `redis-server`, same settings), in one
+//!   [`Placement`]: pinned (server and Redis on one core, load on another) or shared (nothing
+//!   pinned); stopped on drop.
+//! - [`floor`]: bare hyper answering pixelgate's pixel (`pixelgate-bench floor`).
 //! - [`tokens`]: the request paths (opens, clicks, the mix with 10 % tampered) in each server's
 //!   token format.
 //! - [`measure`]: one run of wrk or of the fixed-rate load, with CPU and memory from [`procfs`].
@@ -11,6 +13,7 @@
 //! Invariant: every figure in the report comes from one run of [`run`], saved whole as JSON
 //! (`target/bench/results.json`), so the report and plots can be redrawn without measuring again.
 
+pub mod floor;
 pub mod load;
 pub mod measure;
 pub mod plot;
@@ -29,6 +32,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+pub use crate::servers::Placement;
 use crate::{
     measure::{Load, Measured, Usage},
     servers::{Cores, Running, Server, Setup},
@@ -45,6 +49,8 @@ pub struct Options {
     /// Where the path lists, results.json and logs go (`target/bench`).
     pub work_dir: PathBuf,
     pub servers: Vec<Server>,
+    /// Where they run, each placement measuring every server.
+    pub placements: Vec<Placement>,
     /// wrk connection counts.
     pub connections: Vec<u32>,
     /// Length of each wrk run.
@@ -70,8 +76,12 @@ pub struct RunInfo {
     pub machine: String,
     /// `(program, version)`.
     pub versions: Vec<(String, String)>,
+    /// The pinned placement's cores.
     pub server_core: Option<usize>,
     pub load_core: Option<usize>,
+    /// Every core the bench could use: what the shared placement spreads over.
+    #[serde(default)]
+    pub cores: Vec<usize>,
     pub load_average_before: String,
     pub load_average_after: String,
     pub duration_s: f64,
@@ -82,6 +92,8 @@ pub struct RunInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub server: Server,
+    #[serde(default)]
+    pub placement: Placement,
     pub workload: Workload,
     pub connections: u32,
     /// The target rate of a fixed-rate run; `None` for wrk (closed loop).
@@ -90,9 +102,48 @@ pub struct Run {
     pub usage: Usage,
     /// Events in Redis after the run, for the servers that record them.
     pub events: Option<u64>,
+    /// `RPUSH` calls its Redis served during the run (`INFO commandstats`), for the servers
+    /// that record events.
+    #[serde(default)]
+    pub rpush_calls: Option<u64>,
+}
+
+impl Run {
+    /// Events each `RPUSH` carried, on average: how large the batches were.
+    pub fn events_per_rpush(&self) -> Option<f64> {
+        let (events, calls) = self.events.zip(self.rpush_calls)?;
+        (calls > 0).then(|| events as f64 / calls as f64)
+    }
+
+    /// CPU seconds of server and Redis together.
+    pub fn cpu_s(&self) -> f64 {
+        self.usage.server_cpu_s + self.usage.redis_cpu_s.unwrap_or(0.0)
+    }
 }
 
 impl Results {
+    /// The runs of one placement, as results of their own: every other method then reads only
+    /// that placement.
+    pub fn placed(&self, placement: Placement) -> Self {
+        Self {
+            info: self.info.clone(),
+            runs: self
+                .runs
+                .iter()
+                .filter(|r| r.placement == placement)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The placements measured, in the order of [`Placement::ALL`].
+    pub fn placements(&self) -> Vec<Placement> {
+        Placement::ALL
+            .into_iter()
+            .filter(|p| self.runs.iter().any(|r| r.placement == *p))
+            .collect()
+    }
+
     /// The closed-loop runs of one server and workload, by connection count.
     pub fn closed(&self, server: Server, workload: Workload) -> Vec<&Run> {
         self.runs
@@ -137,32 +188,44 @@ impl Results {
     }
 }
 
-/// Measures every server, saves `results.json` in the work folder and returns the results.
+/// Measures every server in every placement, saves `results.json` in the work folder and
+/// returns the results.
 pub fn run(options: &Options) -> anyhow::Result<Results> {
     let started = SystemTime::now();
-    let cores = Cores::detect()?;
-    if cores.server.is_none() {
-        eprintln!("one core only: servers and load share it, nothing is pinned");
-    }
+    let allowed = procfs::allowed_cores()?;
     fs::create_dir_all(&options.work_dir)?;
-    let setup = Setup {
-        pixelgate: options.pixelgate.clone(),
-        bench_dir: fs::canonicalize(&options.bench_dir)
-            .with_context(|| format!("{}", options.bench_dir.display()))?,
-        cores,
-    };
+    let bench_dir = fs::canonicalize(&options.bench_dir)
+        .with_context(|| format!("{}", options.bench_dir.display()))?;
+    let pinned = Cores::place(Placement::Pinned, &allowed);
     let load_average_before = procfs::load_average();
     let mut runs = Vec::new();
-    for &server in &options.servers {
-        runs.extend(measure_server(server, &setup, options)?);
+    // Placement by placement, every server within one: the goals compare servers within a
+    // placement, so each placement's servers are measured in one stretch of time, and a host
+    // that turns faster or slower in between (a VM's neighbours) moves both sides of a ratio
+    // alike. Interleaved, a pinned and a shared run of one server would be closer in time, but
+    // no goal compares those.
+    for &placement in &options.placements {
+        let Some(cores) = Cores::place(placement, &allowed) else {
+            eprintln!("{placement}: one core only, no server and load core apart; skipped");
+            continue;
+        };
+        let setup = Setup {
+            pixelgate: options.pixelgate.clone(),
+            bench_dir: bench_dir.clone(),
+            cores,
+        };
+        for &server in &options.servers {
+            runs.extend(measure_server(server, &setup, options)?);
+        }
     }
     let info = RunInfo {
         started: unix_seconds(started),
         minutes: started.elapsed().unwrap_or_default().as_secs_f64() / 60.0,
         machine: procfs::machine(),
         versions: versions(&options.pixelgate),
-        server_core: cores.server,
-        load_core: cores.load,
+        server_core: pinned.as_ref().and_then(|c| c.server),
+        load_core: pinned.as_ref().and_then(|c| c.load),
+        cores: allowed,
         load_average_before,
         load_average_after: procfs::load_average(),
         duration_s: options.duration.as_secs_f64(),
@@ -179,11 +242,12 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
 /// rate at half of its peak opens/s.
 fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::Result<Vec<Run>> {
     let running = Running::start(server, setup)?;
-    eprintln!("{server}: serving on {}", running.addr);
+    let placement = setup.cores.placement;
+    eprintln!("{server} ({placement}): serving on {}", running.addr);
     let mut paths = Vec::new();
     for &workload in server.workloads() {
         let file = options.work_dir.join(format!(
-            "paths-{}-{}.txt",
+            "paths-{placement}-{}-{}.txt",
             slug(server.name()),
             slug(workload.name())
         ));
@@ -199,7 +263,7 @@ fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::R
         connections: max_connections,
         duration: Duration::from_secs(2),
     };
-    measure::run(&running, setup.cores, &warm_up, opens)?;
+    measure::run(&running, &setup.cores, &warm_up, opens)?;
 
     let mut runs = Vec::new();
     for (workload, file) in &paths {
@@ -211,7 +275,7 @@ fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::R
             };
             let run = one_run(
                 &running,
-                setup.cores,
+                &setup.cores,
                 &load,
                 file,
                 *workload,
@@ -238,7 +302,7 @@ fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::R
     };
     let run = one_run(
         &running,
-        setup.cores,
+        &setup.cores,
         &load,
         opens,
         Workload::Opens,
@@ -251,7 +315,7 @@ fn measure_server(server: Server, setup: &Setup, options: &Options) -> anyhow::R
 
 fn one_run(
     running: &Running,
-    cores: Cores,
+    cores: &Cores,
     load: &Load<'_>,
     paths: &Path,
     workload: Workload,
@@ -259,45 +323,63 @@ fn one_run(
     fixed_rate: Option<f64>,
 ) -> anyhow::Result<Run> {
     running.clear_queue();
+    let rpush_before = running.rpush_calls()?;
     let (measured, usage) = measure::run(running, cores, load, paths)?;
     let events = running
         .server
         .records()
         .then(|| running.queue_len())
         .transpose()?;
+    let rpush_calls = running
+        .rpush_calls()?
+        .zip(rpush_before)
+        .map(|(after, before)| after.saturating_sub(before));
     running.clear_queue();
     let run = Run {
         server: running.server,
+        placement: cores.placement,
         workload,
         connections,
         fixed_rate,
         measured,
         usage,
         events,
+        rpush_calls,
     };
     eprintln!("{}", report::summary(&run));
     Ok(run)
 }
 
 /// Before measuring: a valid open is a GIF and one event, a valid click a 302 and one event,
-/// a tampered click a 404 and none. A server that fails this would be measured doing the wrong
-/// thing.
+/// a tampered click a 404 and none (the servers that record nothing answer opens only, and
+/// record none). A server that fails this would be measured doing the wrong thing.
 fn check_answers(running: &Running) -> anyhow::Result<()> {
     let server = running.server;
     let mix = running.signer.paths(Workload::Mix)?;
     // The mix starts open, click, …; pair 4 (paths 8 and 9) is tampered.
     let mut cases = vec![(&mix[0], 200, 1)];
-    if server != Server::EmptyGif {
+    if server.workloads().contains(&Workload::Clicks) {
         cases.extend([(&mix[1], 302, 1), (&mix[9], 404, 0), (&mix[8], 200, 0)]);
     }
     for (path, status, events) in cases {
         running.clear_queue();
-        let got = running.status_of(path)?;
+        let reply = running.get(path)?;
+        let got = reply.status.as_u16();
         let recorded = running.queue_len()?;
         let want_events = if server.records() { events } else { 0 };
         if got != status || recorded != want_events {
             bail!(
                 "{server}: GET {path} gave {got} and {recorded} events, expected {status} and {want_events}"
+            );
+        }
+        let is_open = path.starts_with("/o/");
+        let gif =
+            reply.header("content-type") == Some("image/gif") && reply.body.starts_with(b"GIF89a");
+        if is_open && !gif {
+            bail!(
+                "{server}: GET {path} answered {:?} ({} bytes), not a GIF",
+                reply.header("content-type"),
+                reply.body.len()
             );
         }
     }

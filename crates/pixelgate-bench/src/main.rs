@@ -1,16 +1,18 @@
-//! `pixelgate-bench`: the side-by-side benchmark of `make bench`, and its fixed-rate load.
+//! `pixelgate-bench`: the side-by-side benchmark of `make bench`, its load and its floor.
 //!
 //! `run` measures and writes `docs/benchmarks.md`'s generated section and `docs/bench/*.svg`;
 //! `report` redraws them from a saved `results.json`; `load` is the fixed-rate load generator
-//! that `run` starts on the load core.
+//! and `floor` the bare hyper server that `run` starts from this same binary.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use pixelgate_bench::{Options, Results, load::FixedRate, plot, report, servers::Server};
+use pixelgate_bench::{
+    Options, Placement, Results, load::FixedRate, plot, report, servers::Server,
+};
 
-/// pixelgate beside nginx's empty_gif and an nginx + Lua + Redis frontend.
+/// pixelgate beside an nginx + Lua + Redis frontend, bare hyper and nginx's empty_gif.
 #[derive(Debug, Parser)]
 #[command(name = "pixelgate-bench")]
 struct Cli {
@@ -46,9 +48,12 @@ enum Command {
         /// Length of each fixed-rate run
         #[arg(long, default_value = "10s")]
         fixed_duration: humantime::Duration,
-        /// Only these servers: pixelgate, lua, empty-gif
+        /// Only these servers: pixelgate, lua, bare-hyper, empty-gif
         #[arg(long, value_delimiter = ',', value_parser = parse_server)]
         only: Vec<Server>,
+        /// Only these placements: pinned, shared
+        #[arg(long, value_delimiter = ',', value_parser = parse_placement)]
+        placements: Vec<Placement>,
     },
     /// Redraw the report and plots from a saved results.json
     Report {
@@ -74,15 +79,28 @@ enum Command {
         #[arg(long, default_value = "10s")]
         duration: humantime::Duration,
     },
+    /// Serve pixelgate's pixel from bare hyper on 127.0.0.1:PORT until killed
+    Floor {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 fn parse_server(s: &str) -> Result<Server, String> {
     match s {
         "pixelgate" => Ok(Server::Pixelgate),
         "lua" => Ok(Server::NginxLua),
+        "bare-hyper" => Ok(Server::BareHyper),
         "empty-gif" => Ok(Server::EmptyGif),
-        _ => Err(format!("{s}: one of pixelgate, lua, empty-gif")),
+        _ => Err(format!("{s}: one of pixelgate, lua, bare-hyper, empty-gif")),
     }
+}
+
+fn parse_placement(s: &str) -> Result<Placement, String> {
+    Placement::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("{s}: one of pinned, shared"))
 }
 
 fn main() -> ExitCode {
@@ -107,6 +125,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             duration,
             fixed_duration,
             only,
+            placements,
         } => {
             let options = Options {
                 pixelgate,
@@ -116,6 +135,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                     Server::ALL.to_vec()
                 } else {
                     only
+                },
+                placements: if placements.is_empty() {
+                    Placement::ALL.to_vec()
+                } else {
+                    placements
                 },
                 connections,
                 duration: duration.into(),
@@ -154,6 +178,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Floor { port } => pixelgate_bench::floor::run(port),
     }
 }
 
@@ -167,8 +192,13 @@ fn write(results: &Results, doc: &std::path::Path, plots: &std::path::Path) -> a
             .with_context(|| format!("write {}", doc.display()))?;
         eprintln!("report in {}", doc.display());
     }
-    for goal in report::goals(results) {
-        eprintln!("goal: {}: {} ({})", goal.name, goal.measured, goal.verdict);
+    for placement in results.placements() {
+        for goal in report::goals(&results.placed(placement)) {
+            eprintln!(
+                "goal ({placement}): {}: {} ({})",
+                goal.name, goal.measured, goal.verdict
+            );
+        }
     }
     Ok(())
 }

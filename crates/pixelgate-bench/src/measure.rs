@@ -3,8 +3,8 @@
 //! The load is wrk (closed loop: each connection sends its next request when the last is
 //! answered, so it finds the peak) or `pixelgate-bench load` (fixed rate, for latency below the
 //! peak). Both print one `bench-json {…}` line, read here into [`Measured`]. While the load runs,
-//! the server's memory is sampled every 50 ms and its CPU time, its Redis's and each core's busy
-//! time are read before and after.
+//! the server's memory is sampled every 50 ms; its CPU time, its Redis's and the busy time of
+//! the cores they run on are read before and after, the load generator's when it has exited.
 
 use std::{
     net::SocketAddr,
@@ -110,9 +110,14 @@ pub struct Usage {
     pub server_cpu_s: f64,
     /// CPU seconds of its `redis-server`.
     pub redis_cpu_s: Option<f64>,
-    /// Busy share of the server core taken by anything but the server and its Redis.
+    /// CPU seconds of the load generator; `None` when they could not be read.
+    #[serde(default)]
+    pub load_cpu_s: Option<f64>,
+    /// Busy time of the server's cores taken by anything but the server and its Redis (and,
+    /// when the load shares those cores, the load generator), as a share of one core.
     pub others_on_server_core: Option<f64>,
-    /// Busy share of the load core (near 1.0: the load generator may be the limit).
+    /// Busy share of the load core (near 1.0: the load generator may be the limit); `None`
+    /// when the load has no core of its own.
     pub load_core_busy: Option<f64>,
 }
 
@@ -134,7 +139,7 @@ pub enum Load<'a> {
 }
 
 impl Load<'_> {
-    fn spawn(&self, cores: Cores, addr: SocketAddr, paths: &Path) -> anyhow::Result<Child> {
+    fn spawn(&self, cores: &Cores, addr: SocketAddr, paths: &Path) -> anyhow::Result<Child> {
         let mut cmd = match self {
             Self::Wrk {
                 script,
@@ -180,15 +185,19 @@ impl Load<'_> {
 /// Runs one load against the server and watches it.
 pub fn run(
     running: &Running,
-    cores: Cores,
+    cores: &Cores,
     load: &Load<'_>,
     paths: &Path,
 ) -> anyhow::Result<(Measured, Usage)> {
     let before = Snapshot::take(running, cores)?;
     let started = Instant::now();
-    let mut child = load.spawn(cores, running.addr, paths)?;
+    let child = load.spawn(cores, running.addr, paths)?;
     let mut rss_peak_kib = 0;
-    while child.try_wait()?.is_none() {
+    // Not `try_wait`, which would reap it: an exited load generator is read as a zombie, whose
+    // `/proc` entry still holds all its CPU time (it was born after `before`, so that is all of
+    // it during the run). Its output is a few lines, so its pipes never fill meanwhile.
+    let pid = child.id();
+    while !procfs::has_exited(pid) {
         let rss: u64 = running
             .pids()
             .iter()
@@ -199,6 +208,7 @@ pub fn run(
     }
     let wall = started.elapsed().as_secs_f64();
     let after = Snapshot::take(running, cores)?;
+    let load_ticks = procfs::cpu_ticks(pid).ok();
     let output = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -210,11 +220,24 @@ pub fn run(
     }
     let measured = Measured::parse(&stdout)?;
     let ticks = |t: u64| t as f64 / procfs::TICKS_PER_SECOND;
-    let server_cpu_s = ticks(after.server - before.server);
-    let redis_cpu_s = after.redis.zip(before.redis).map(|(a, b)| ticks(a - b));
-    let share = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| ticks(a - b) / wall);
-    let others_on_server_core = share(after.server_core, before.server_core)
-        .map(|busy| (busy - (server_cpu_s + redis_cpu_s.unwrap_or(0.0)) / wall).max(0.0));
+    let server_cpu_s = ticks(after.server.saturating_sub(before.server));
+    let redis_cpu_s = after
+        .redis
+        .zip(before.redis)
+        .map(|(a, b)| ticks(a.saturating_sub(b)));
+    let load_cpu_s = load_ticks.map(ticks);
+    // The load generator is someone else on the server's cores only when it has none its own.
+    let load_there = match cores.load {
+        Some(_) => Some(0.0),
+        None => load_cpu_s,
+    };
+    let ours = server_cpu_s + redis_cpu_s.unwrap_or(0.0);
+    let busy = ticks(after.server_cores.saturating_sub(before.server_cores));
+    let others_on_server_core = load_there.map(|load| ((busy - ours - load) / wall).max(0.0));
+    let load_core_busy = after
+        .load_core
+        .zip(before.load_core)
+        .map(|(a, b)| ticks(a.saturating_sub(b)) / wall);
     Ok((
         measured,
         Usage {
@@ -222,8 +245,9 @@ pub fn run(
             rss_peak_kib,
             server_cpu_s,
             redis_cpu_s,
+            load_cpu_s,
             others_on_server_core,
-            load_core_busy: share(after.load_core, before.load_core),
+            load_core_busy,
         },
     ))
 }
@@ -232,20 +256,25 @@ pub fn run(
 struct Snapshot {
     server: u64,
     redis: Option<u64>,
-    server_core: Option<u64>,
+    /// Busy ticks of the server's cores together.
+    server_cores: u64,
     load_core: Option<u64>,
 }
 
 impl Snapshot {
-    fn take(running: &Running, cores: Cores) -> anyhow::Result<Self> {
+    fn take(running: &Running, cores: &Cores) -> anyhow::Result<Self> {
         let mut server = 0;
         for &pid in running.pids() {
             server += procfs::cpu_ticks(pid)?;
         }
+        let mut server_cores = 0;
+        for core in cores.server_cores() {
+            server_cores += procfs::core_busy_ticks(core)?;
+        }
         Ok(Self {
             server,
             redis: running.redis_pid().map(procfs::cpu_ticks).transpose()?,
-            server_core: cores.server.map(procfs::core_busy_ticks).transpose()?,
+            server_cores,
             load_core: cores.load.map(procfs::core_busy_ticks).transpose()?,
         })
     }

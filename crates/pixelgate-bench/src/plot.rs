@@ -1,5 +1,8 @@
 //! The plots of `docs/benchmarks.md`, as SVG: throughput and p99 against connections for each
 //! workload, and latency distributions (closed loop at each connection count, and fixed rate).
+//!
+//! Three per placement, each from that placement's runs only: the pinned ones keep the names
+//! they had before placements (`throughput.svg`), the shared ones end in `-shared`.
 
 use std::path::Path;
 
@@ -9,7 +12,7 @@ use plotters::{
     prelude::*,
 };
 
-use crate::{Results, Run, servers::Server, tokens::Workload};
+use crate::{Placement, Results, Run, servers::Server, tokens::Workload};
 
 const PANEL: (u32, u32) = (420, 340);
 
@@ -18,22 +21,32 @@ fn color(server: Server) -> RGBColor {
         Server::Pixelgate => RGBColor(0x1f, 0x77, 0xb4),
         Server::NginxLua => RGBColor(0xd6, 0x27, 0x28),
         Server::EmptyGif => RGBColor(0x7f, 0x7f, 0x7f),
+        Server::BareHyper => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 
-/// Writes `throughput.svg`, `p99.svg` and `latency.svg` into `dir`.
+/// Writes `throughput`, `p99` and `latency` `.svg` of every placement measured into `dir`.
 pub fn all(results: &Results, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
+    for placement in results.placements() {
+        placed(&results.placed(placement), placement, dir)?;
+    }
+    Ok(())
+}
+
+/// The three plots of one placement.
+fn placed(results: &Results, placement: Placement, dir: &Path) -> anyhow::Result<()> {
+    let file = |name: &str| dir.join(format!("{name}{}.svg", placement.suffix()));
     against_connections(
         results,
-        &dir.join("throughput.svg"),
+        &file("throughput"),
         "requests/s (thousands)",
         |r| r.measured.per_second() / 1000.0,
     )?;
-    against_connections(results, &dir.join("p99.svg"), "p99 latency (ms)", |r| {
+    against_connections(results, &file("p99"), "p99 latency (ms)", |r| {
         r.measured.latency_ms(99.0)
     })?;
-    latency(results, &dir.join("latency.svg"))
+    latency(results, &file("latency"))
 }
 
 /// One panel per workload: `value` of each server's closed-loop runs against connections.

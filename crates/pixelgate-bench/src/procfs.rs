@@ -25,6 +25,15 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(number(14)? + number(15)?)
 }
 
+/// Whether a process has exited: a zombie (exited, not yet reaped, its `/proc` entry still
+/// holding all of its CPU time, which waiting for it would take away) or gone.
+pub fn has_exited(pid: u32) -> bool {
+    stat_fields(pid)
+        .ok()
+        .and_then(|f| f.into_iter().next())
+        .is_none_or(|state| state == "Z" || state == "X")
+}
+
 /// The parent of a process.
 fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid).ok()?.get(1)?.parse().ok()
@@ -142,9 +151,25 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         cpu_ticks(me).unwrap();
+        assert!(!has_exited(me));
         let parent = parent(me).unwrap();
         assert!(children(parent).contains(&me));
         assert!(!allowed_cores().unwrap().is_empty());
         core_busy_ticks(allowed_cores().unwrap()[0]).unwrap();
+    }
+
+    #[test]
+    fn an_exited_child_is_read_until_reaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        pixelgate_tests::wait_for(
+            "the child to exit",
+            std::time::Duration::from_secs(10),
+            || has_exited(pid).then_some(()),
+        );
+        // Not reaped yet: still there to be read.
+        cpu_ticks(pid).unwrap();
+        child.wait().unwrap();
+        assert!(cpu_ticks(pid).is_err());
     }
 }

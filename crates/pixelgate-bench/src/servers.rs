@@ -1,14 +1,14 @@
-//! The three servers under test, each started fresh in a temporary folder and stopped on drop.
+//! The four servers under test, each started fresh in a temporary folder and stopped on drop.
 //!
-//! Every server process, and the `redis-server` of those that record events, is pinned to the
-//! same core (the server core); the load generator gets the other one. Each Redis is started by
-//! the test harness with the same settings (no persistence), so the servers differ only in
-//! themselves.
+//! In the pinned placement every server process, and the `redis-server` of those that record
+//! events, runs on one core (the server core), the load generator on another; in the shared one
+//! nothing is pinned. Each Redis is started by the test harness with the same settings (no
+//! persistence), and each server gets as many workers as CPUs, so they differ only in themselves.
 
 use std::{
     fmt, fs,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    io::Write as _,
+    net::SocketAddr,
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -17,7 +17,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use pixelgate_core::{KeyId, Keyring, Secret};
-use pixelgate_tests::{RedisServer, free_port, resp::Reply};
+use pixelgate_tests::{
+    RedisServer, free_port,
+    http::{self, Reply},
+    resp,
+};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
@@ -41,30 +45,43 @@ pub enum Server {
     EmptyGif,
     /// nginx + ngx_lua + lua-resty-redis: checks an HMAC, one `RPUSH` per event.
     NginxLua,
+    /// `pixelgate-bench floor`: bare hyper answering pixelgate's pixel, the framework's floor.
+    BareHyper,
 }
 
 impl Server {
-    pub const ALL: [Self; 3] = [Self::Pixelgate, Self::NginxLua, Self::EmptyGif];
+    /// In the order of the report: pixelgate, then what it is compared with.
+    pub const ALL: [Self; 4] = [
+        Self::Pixelgate,
+        Self::NginxLua,
+        Self::BareHyper,
+        Self::EmptyGif,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Pixelgate => "pixelgate",
             Self::EmptyGif => "nginx empty_gif",
             Self::NginxLua => "nginx + Lua + Redis",
+            Self::BareHyper => "bare hyper",
         }
     }
 
-    /// What this server is driven with: `empty_gif` has no clicks and checks no token.
+    /// What this server is driven with: the two that record nothing have no clicks and check
+    /// no token.
     pub fn workloads(self) -> &'static [Workload] {
         match self {
             Self::Pixelgate | Self::NginxLua => &Workload::ALL,
-            Self::EmptyGif => &[Workload::Opens],
+            Self::EmptyGif | Self::BareHyper => &[Workload::Opens],
         }
     }
 
     /// Whether it records events in Redis.
     pub fn records(self) -> bool {
-        !matches!(self, Self::EmptyGif)
+        match self {
+            Self::Pixelgate | Self::NginxLua => true,
+            Self::EmptyGif | Self::BareHyper => false,
+        }
     }
 }
 
@@ -74,27 +91,90 @@ impl fmt::Display for Server {
     }
 }
 
-/// Which core runs the servers (and their Redis) and which the load; none on a one-core machine.
-#[derive(Debug, Clone, Copy)]
+/// Where the servers, their Redis and the load generator run.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+// Lowercase, as `--placements` spells them.
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Each server and its Redis pinned to one core, the load to another; one worker each. A
+    /// run saved before placements existed was pinned.
+    #[default]
+    Pinned,
+    /// Nothing pinned: servers, Redis and load share every core; one worker per core.
+    Shared,
+}
+
+impl Placement {
+    pub const ALL: [Self; 2] = [Self::Pinned, Self::Shared];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pinned => "pinned",
+            Self::Shared => "shared",
+        }
+    }
+
+    /// What this placement's plot files end with, before `.svg`: nothing for the pinned one,
+    /// whose plots kept their names when the shared one came.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Pinned => "",
+            Self::Shared => "-shared",
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One placement on this machine's cores.
+#[derive(Debug, Clone)]
 pub struct Cores {
+    pub placement: Placement,
+    /// Every core this process may use.
+    pub allowed: Vec<usize>,
+    /// Where the servers and their Redis are pinned; `None`: not pinned.
     pub server: Option<usize>,
+    /// Where the load generator is pinned; `None`: not pinned.
     pub load: Option<usize>,
 }
 
 impl Cores {
-    /// The first two cores this process may use.
-    pub fn detect() -> anyhow::Result<Self> {
-        let cores = procfs::allowed_cores()?;
-        Ok(match cores.as_slice() {
-            [server, load, ..] => Self {
-                server: Some(*server),
-                load: Some(*load),
-            },
-            _ => Self {
-                server: None,
-                load: None,
-            },
+    /// `placement` on the `allowed` cores: pinned takes the first two, so it needs two.
+    pub fn place(placement: Placement, allowed: &[usize]) -> Option<Self> {
+        let (server, load) = match (placement, allowed) {
+            (Placement::Pinned, [server, load, ..]) => (Some(*server), Some(*load)),
+            (Placement::Pinned, _) => return None,
+            (Placement::Shared, _) => (None, None),
+        };
+        Some(Self {
+            placement,
+            allowed: allowed.to_vec(),
+            server,
+            load,
         })
+    }
+
+    /// The workers a server is given (nginx's processes, pixelgate's accept loops): one per
+    /// CPU it may use, as pixelgate's and bare hyper's runtimes size themselves.
+    pub fn workers(&self) -> usize {
+        match self.placement {
+            Placement::Pinned => 1,
+            Placement::Shared => self.allowed.len().max(1),
+        }
+    }
+
+    /// The cores the servers run on, whose busy time is read to see what else ran there.
+    pub fn server_cores(&self) -> Vec<usize> {
+        match self.server {
+            Some(core) => vec![core],
+            None => self.allowed.clone(),
+        }
     }
 
     /// `program`, run through `taskset` on `core` when there is one.
@@ -133,6 +213,7 @@ pub struct Setup {
     pub pixelgate: PathBuf,
     /// The repository's `bench/` folder (nginx templates, Lua, wrk scripts), absolute.
     pub bench_dir: PathBuf,
+    /// The placement measured.
     pub cores: Cores,
 }
 
@@ -175,16 +256,21 @@ impl Running {
                 let keys = Keyring::new([(KeyId(1), secret)])?;
                 (child, Signer::Sealed(keys))
             }
-            Server::EmptyGif | Server::NginxLua => {
+            Server::NginxLua | Server::EmptyGif => {
                 let redis_port = redis.as_ref().map_or(0, RedisServer::port);
                 let key = secret.to_string();
                 let child = start_nginx(server, setup, dir.path(), port, redis_port, &key)?;
                 let signer = match server {
+                    Server::NginxLua => Signer::Hmac(key.into_bytes()),
                     // empty_gif answers any /o/ path: give it pixelgate's.
-                    Server::EmptyGif => Signer::Sealed(Keyring::new([(KeyId(1), secret)])?),
-                    _ => Signer::Hmac(key.into_bytes()),
+                    _ => Signer::Sealed(Keyring::new([(KeyId(1), secret)])?),
                 };
                 (child, signer)
+            }
+            Server::BareHyper => {
+                let child = start_floor(setup, dir.path(), port)?;
+                // The floor answers any path: give it pixelgate's.
+                (child, Signer::Sealed(Keyring::new([(KeyId(1), secret)])?))
             }
         };
         let mut running = Self {
@@ -196,7 +282,7 @@ impl Running {
             redis,
             dir,
         };
-        running.wait_until_serving()?;
+        running.wait_until_serving(setup.cores.workers())?;
         Ok(running)
     }
 
@@ -215,9 +301,21 @@ impl Running {
             return Ok(0);
         };
         match redis.call(&["LLEN", QUEUE_KEY]) {
-            Reply::Int(n) => Ok(u64::try_from(n)?),
+            resp::Reply::Int(n) => Ok(u64::try_from(n)?),
             other => bail!("LLEN {QUEUE_KEY}: {other:?}"),
         }
+    }
+
+    /// `RPUSH` calls its Redis has served since it started; `None` without a Redis.
+    pub fn rpush_calls(&self) -> anyhow::Result<Option<u64>> {
+        let Some(redis) = &self.redis else {
+            return Ok(None);
+        };
+        let info = redis
+            .call(&["INFO", "commandstats"])
+            .text()
+            .context("INFO commandstats: no text")?;
+        rpush_calls(&info).map(Some)
     }
 
     /// Empties the queue (between runs, so Redis's memory stays small).
@@ -227,9 +325,9 @@ impl Running {
         }
     }
 
-    /// Asks `path` once on a fresh connection; the status code.
-    pub fn status_of(&self, path: &str) -> anyhow::Result<u16> {
-        http_status(self.addr, path).with_context(|| format!("GET {path} from {}", self.server))
+    /// Asks `path` once on a fresh connection; the whole answer.
+    pub fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        http::get(self.addr, path).with_context(|| format!("GET {path} from {}", self.server))
     }
 
     /// The server's log, for error messages.
@@ -237,21 +335,27 @@ impl Running {
         let name = match self.server {
             Server::Pixelgate => "pixelgate.log",
             Server::EmptyGif | Server::NginxLua => "error.log",
+            Server::BareHyper => "floor.log",
         };
         fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    /// Waits until a pixel is answered; for nginx, also until its worker is there.
-    fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+    /// Waits until a pixel is answered; for nginx, also until all its workers are there, so
+    /// their CPU and memory are counted from the first run.
+    fn wait_until_serving(&mut self, workers: usize) -> anyhow::Result<()> {
+        let children = match self.server {
+            Server::EmptyGif | Server::NginxLua => workers,
+            Server::Pixelgate | Server::BareHyper => 0,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited at start ({status}): {}", self.server, self.log());
             }
-            let answered = http_status(self.addr, "/o/x.gif").is_ok();
-            let workers = procfs::children(self.child.id());
-            if answered && (self.server == Server::Pixelgate || !workers.is_empty()) {
-                self.pids.extend(workers);
+            let answered = http::get(self.addr, "/o/x.gif").is_ok();
+            let found = procfs::children(self.child.id());
+            if answered && found.len() >= children {
+                self.pids.extend(found);
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -280,7 +384,7 @@ impl Drop for Running {
 }
 
 /// `pixelgate serve` with a key of its own, logging warnings only, rate limits out of the way
-/// (every request comes from 127.0.0.1), one accept loop.
+/// (every request comes from 127.0.0.1), one accept loop per worker (its default, written out).
 fn start_pixelgate(
     setup: &Setup,
     dir: &Path,
@@ -298,13 +402,14 @@ fn start_pixelgate(
         .open(keys.join("1.key"))?;
     writeln!(key, "{secret}")?;
     let admin = free_port();
+    let accept_loops = setup.cores.workers();
     let config = format!(
         r#"# Written by pixelgate-bench.
 [server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 public_url = "http://127.0.0.1:{port}"
-accept_loops = 1
+accept_loops = {accept_loops}
 
 [rate_limit]
 # The limiter still checks every request; no request is over the limit.
@@ -339,6 +444,20 @@ level = "warn"
         .with_context(|| format!("start {}", setup.pixelgate.display()))
 }
 
+/// `pixelgate-bench floor` on `port`: this same binary.
+fn start_floor(setup: &Setup, dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("the bench binary's path")?;
+    let log = fs::File::create(dir.join("floor.log"))?;
+    Cores::command(setup.cores.server, &exe)
+        .arg("floor")
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {} floor", exe.display()))
+}
+
 /// nginx from the template `bench/nginx/{empty_gif,lua}.conf`, its placeholders filled in.
 fn start_nginx(
     server: Server,
@@ -363,6 +482,7 @@ fn start_nginx(
             ("@BENCH@", &setup.bench_dir.display().to_string()),
             ("@REDIS_PORT@", &redis_port.to_string()),
             ("@SECRET@", secret),
+            ("@WORKERS@", &setup.cores.workers().to_string()),
         ],
     )
     .with_context(|| template_path.display().to_string())?;
@@ -410,18 +530,22 @@ fn fill(template: &str, values: &[(&str, &str)]) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// One request on a fresh connection; the status code of the answer.
-fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    let code = std::str::from_utf8(&head[9..12])?;
-    Ok(code.parse()?)
+/// The `calls` of `cmdstat_rpush` in an `INFO commandstats` answer; 0 before the first `RPUSH`,
+/// when Redis lists no such line.
+fn rpush_calls(info: &str) -> anyhow::Result<u64> {
+    let Some(stats) = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_rpush:"))
+    else {
+        return Ok(0);
+    };
+    let calls = stats
+        .split(',')
+        .find_map(|field| field.strip_prefix("calls="))
+        .with_context(|| format!("cmdstat_rpush without calls: {stats}"))?;
+    calls
+        .parse()
+        .with_context(|| format!("cmdstat_rpush calls: {calls}"))
 }
 
 #[cfg(test)]
@@ -447,8 +571,38 @@ mod tests {
                 ("@BENCH@", "/b"),
                 ("@REDIS_PORT@", "2"),
                 ("@SECRET@", "s"),
+                ("@WORKERS@", "2"),
             ];
-            fill(&text, &values).unwrap();
+            let config = fill(&text, &values).unwrap();
+            assert!(config.contains("\nworker_processes 2;\n"), "{name}");
+            assert!(config.contains("listen 127.0.0.1:1 "), "{name}");
         }
+    }
+
+    #[test]
+    fn placements_give_cores_and_workers() {
+        let pinned = Cores::place(Placement::Pinned, &[0, 1]).unwrap();
+        assert_eq!(
+            (pinned.server, pinned.load, pinned.workers()),
+            (Some(0), Some(1), 1)
+        );
+        assert_eq!(pinned.server_cores(), [0]);
+        let shared = Cores::place(Placement::Shared, &[0, 1]).unwrap();
+        assert_eq!(
+            (shared.server, shared.load, shared.workers()),
+            (None, None, 2)
+        );
+        assert_eq!(shared.server_cores(), [0, 1]);
+        // One core cannot be split between server and load.
+        assert!(Cores::place(Placement::Pinned, &[3]).is_none());
+        assert_eq!(Cores::place(Placement::Shared, &[3]).unwrap().workers(), 1);
+    }
+
+    #[test]
+    fn rpush_calls_come_from_commandstats() {
+        let info = "# Commandstats\r\ncmdstat_del:calls=3,usec=9,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\ncmdstat_rpush:calls=1234,usec=5678,usec_per_call=4.60,rejected_calls=0,failed_calls=0\r\n";
+        assert_eq!(rpush_calls(info).unwrap(), 1234);
+        assert_eq!(rpush_calls("# Commandstats\r\n").unwrap(), 0);
+        assert!(rpush_calls("cmdstat_rpush:usec=1").is_err());
     }
 }
