@@ -96,20 +96,28 @@ fn cluster_pool_error(e: deadpool_redis::cluster::PoolError) -> QueueError {
     })
 }
 
+/// A connection to a server or to a cluster, whichever the configuration names: one type for
+/// each way the queue holds a connection ([`Conn`], [`Detached`]), one [`ConnectionLike`] for all.
+#[derive(Clone)]
+pub enum Link<S, C> {
+    Single(S),
+    Cluster(C),
+}
+
+/// A pooled connection to a server or a cluster.
+pub type Conn = Link<deadpool_redis::Connection, deadpool_redis::cluster::Connection>;
+
 /// A connection taken out of the pool for good: multiplexed, so concurrent commands share its
 /// socket. The enqueue writer keeps one for as long as it works, which spares every batch the
 /// pool's check of a connection it hands out (an `UNWATCH` and a `PING`, a round trip).
-#[derive(Clone)]
-pub enum Detached {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
+pub type Detached =
+    Link<redis::aio::MultiplexedConnection, redis::cluster_async::ClusterConnection>;
 
-impl std::fmt::Debug for Detached {
+impl<S, C> std::fmt::Debug for Link<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Single(_) => "Detached::Single",
-            Self::Cluster(_) => "Detached::Cluster",
+            Self::Single(_) => "Link::Single",
+            Self::Cluster(_) => "Link::Cluster",
         })
     }
 }
@@ -125,50 +133,7 @@ impl Pool {
     }
 }
 
-impl ConnectionLike for Detached {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// A pooled connection to a server or a cluster.
-pub enum Conn {
-    Single(deadpool_redis::Connection),
-    Cluster(deadpool_redis::cluster::Connection),
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Single(_) => "Conn::Single",
-            Self::Cluster(_) => "Conn::Cluster",
-        })
-    }
-}
-
-impl ConnectionLike for Conn {
+impl<S: ConnectionLike + Send, C: ConnectionLike + Send> ConnectionLike for Link<S, C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),

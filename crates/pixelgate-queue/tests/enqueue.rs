@@ -8,7 +8,9 @@ mod common;
 use std::{collections::HashSet, num::NonZeroUsize, sync::Arc, time::Duration};
 
 use common::*;
-use pixelgate_queue::{EnqueueError, Enqueuer, Lane, QueueConfig, QueueError, QueueMode};
+use pixelgate_queue::{
+    EnqueueError, Enqueuer, Lane, QueueConfig, QueueError, QueueMode, WriterHandle,
+};
 use pixelgate_tests::{RedisOptions, RedisServer, resp::Reply};
 
 fn nz(n: usize) -> NonZeroUsize {
@@ -296,6 +298,26 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
     writer.flushed().await;
 }
 
+/// An enqueuer with 4 write slots and a long `ack_timeout` whose first event is already in
+/// Redis (connected first, so the frozen server holds a batch, not a connection attempt), then
+/// the server frozen; with the `RPUSH` calls served so far.
+async fn frozen_after_one(
+    server: &RedisServer,
+    config: QueueConfig,
+) -> (Enqueuer, WriterHandle, u64) {
+    let config = QueueConfig {
+        max_in_flight: nz(4),
+        ack_timeout: Duration::from_secs(60),
+        ..config
+    };
+    let (queue, _registry) = queue(server, config);
+    let (enqueuer, writer) = queue.start_enqueuer(None);
+    enqueuer.enqueue(&event(0), Lane::Main).await.unwrap();
+    let before = calls(server, "rpush");
+    server.freeze(true);
+    (enqueuer, writer, before)
+}
+
 /// Batches grow with the load, not with the write slots: while one batch is in flight, what
 /// arrives gathers into the next, which goes when the first lands; a whole batch waiting goes
 /// out beside it at once, as many as `queue.max_in_flight` (a Redis across a network keeps its
@@ -306,17 +328,10 @@ async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
         let server = RedisServer::start();
         let config = QueueConfig {
             batch_max: nz(batch_max),
-            max_in_flight: nz(4),
             patience: Duration::from_secs(30),
-            ack_timeout: Duration::from_secs(60),
             ..QueueConfig::default()
         };
-        let (queue, _registry) = queue(&server, config);
-        let (enqueuer, writer) = queue.start_enqueuer(None);
-        // Connected first, so the frozen server holds a batch, not a connection attempt.
-        enqueuer.enqueue(&event(0), Lane::Main).await.unwrap();
-        let before = calls(&server, "rpush");
-        server.freeze(true);
+        let (enqueuer, writer, before) = frozen_after_one(&server, config).await;
         // One thread: a yield lets every spawned producer hand its event over, and the writer
         // take what is handed over.
         let taken = |enqueuer: &Enqueuer| {
@@ -363,16 +378,10 @@ async fn a_batch_is_what_gathered_while_the_last_one_was_written() {
 async fn a_stalled_batch_holds_the_next_only_for_queue_patience() {
     let server = RedisServer::start();
     let config = QueueConfig {
-        max_in_flight: nz(4),
         patience: Duration::from_millis(5),
-        ack_timeout: Duration::from_secs(60),
         ..QueueConfig::default()
     };
-    let (queue, _registry) = queue(&server, config);
-    let (enqueuer, writer) = queue.start_enqueuer(None);
-    enqueuer.enqueue(&event(0), Lane::Main).await.unwrap();
-    let before = calls(&server, "rpush");
-    server.freeze(true);
+    let (enqueuer, writer, before) = frozen_after_one(&server, config).await;
     let mut waits = Vec::new();
     for n in 1..=30 {
         let enqueuer = enqueuer.clone();
